@@ -1,0 +1,66 @@
+//! A plugin's option specs as a `clap::Command`, so `host PLUGIN --help` and validation look
+//! exactly like the host's own options.
+
+use abi_stable::std_types::RSome;
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use dropin_cache::Plugin;
+use plugin_api::abi::{OptionSpec, OptionValue};
+
+pub fn command(plugin: &Plugin) -> Command {
+    Command::new(plugin.tapname.clone())
+        .bin_name(format!("host {}", plugin.tapname))
+        .about(plugin.description.clone())
+        .args(plugin.options.iter().map(arg))
+}
+
+fn arg(spec: &OptionSpec) -> Arg {
+    let mut arg = Arg::new(spec.long.to_string())
+        .long(spec.long.to_string())
+        .value_name(spec.long.to_uppercase())
+        .help(spec.help.to_string());
+    if let RSome(letter) = spec.short {
+        arg = arg.short(char::from(letter));
+    }
+    if spec.is_flag() {
+        return arg.action(ArgAction::SetTrue);
+    }
+    let kind = spec.kind;
+    arg = arg
+        .action(if spec.repeatable {
+            ArgAction::Append
+        } else {
+            ArgAction::Set
+        })
+        .value_parser(move |value: &str| kind.check(value).map(|()| value.to_string()));
+    if let RSome(default) = &spec.default {
+        arg = arg.default_value(default.to_string());
+    }
+    arg
+}
+
+/// The parsed values, in the form that crosses to the plugin: raw strings, already validated.
+pub fn values(plugin: &Plugin, matches: &ArgMatches) -> Vec<OptionValue> {
+    plugin
+        .options
+        .iter()
+        .filter_map(|spec| {
+            let id = spec.long.as_str();
+            let values: Vec<String> = if spec.is_flag() {
+                matches
+                    .get_flag(id)
+                    .then(|| "true".to_string())
+                    .into_iter()
+                    .collect()
+            } else {
+                matches
+                    .get_many::<String>(id)
+                    .map(|v| v.cloned().collect())
+                    .unwrap_or_default()
+            };
+            (!values.is_empty()).then(|| OptionValue {
+                long: spec.long.clone(),
+                values: values.into_iter().map(Into::into).collect(),
+            })
+        })
+        .collect()
+}

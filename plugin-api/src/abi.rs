@@ -1,0 +1,156 @@
+//! The types that cross the boundary between `host` and a plugin library.
+//!
+//! Everything here is frozen for every 1.x release: abi_stable checks each type's layout when a
+//! library is loaded, and a host whose types grew refuses plugins built before the growth
+//! ("too many fields"), whichever side creates the value. New capabilities therefore never
+//! change these types; see the compatibility policy in the README.
+//!
+//! Plugin authors do not use this module directly: [`export_service_maker!`](crate::export_service_maker)
+//! generates the root module, and the [kit](crate::kit) adapts a [`Service`](crate::Service) to
+//! [`ServiceBox`].
+
+// abi_stable's `#[sabi_trait]` expansion implements foreign traits inside a const block.
+#![allow(non_local_definitions)]
+
+use abi_stable::{
+    declare_root_module_statics,
+    library::RootModule,
+    package_version_strings, sabi_trait,
+    sabi_types::VersionStrings,
+    std_types::{RArc, RBox, ROption, RResult, RStr, RString, RVec},
+    StableAbi,
+};
+
+/// A plugin library's root module: what `twistd` calls an `IServiceMaker`.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = ServiceMakerRef)))]
+#[sabi(missing_field(panic))]
+pub struct ServiceMaker {
+    /// Tapname, description and options. Called on every probe, so it must be cheap and pure.
+    pub info: extern "C" fn() -> RResult<PluginInfo, RString>,
+    /// Builds the service from the parsed option values. Must not start threads: the host may
+    /// still fork to become a daemon after this returns.
+    #[sabi(last_prefix_field)]
+    pub make_service: extern "C" fn(RVec<OptionValue>, HostContext) -> RResult<ServiceBox, RString>,
+}
+
+impl RootModule for ServiceMakerRef {
+    declare_root_module_statics! {ServiceMakerRef}
+    const BASE_NAME: &'static str = "host_plugin";
+    const NAME: &'static str = "host_plugin";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+/// The plugin-api version this host or plugin was built against.
+pub const INTERFACE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What a plugin offers, as shown by `host` and `host PLUGIN --help`.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct PluginInfo {
+    /// The name users type after `host`, e.g. `fastpoetry`.
+    pub tapname: RString,
+    /// One line shown beside the tapname in `host`'s plugin list.
+    pub description: RString,
+    /// The plugin's command-line options.
+    pub options: RVec<OptionSpec>,
+}
+
+/// What kind of value an option takes; the host validates values before `make_service` sees them.
+///
+/// A number rather than an enum so later 1.x versions can add kinds: a host that does not know
+/// a kind treats its values as plain strings.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionKind(pub u8);
+
+impl OptionKind {
+    /// Any string.
+    pub const STRING: Self = Self(0);
+    /// A signed 64-bit integer.
+    pub const INTEGER: Self = Self(1);
+    /// A TCP or UDP port, 0 to 65535.
+    pub const PORT: Self = Self(2);
+    /// A filesystem path (not checked for existence: the plugin reports what it cannot open).
+    pub const PATH: Self = Self(3);
+    /// A listen endpoint such as `tcp:10000:interface=127.0.0.1`; see [`Endpoint`](crate::Endpoint).
+    pub const ENDPOINT: Self = Self(4);
+    /// An option that takes no value: present or absent.
+    pub const FLAG: Self = Self(5);
+
+    /// The word used for this kind in help output and error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::INTEGER => "integer",
+            Self::PORT => "port",
+            Self::PATH => "path",
+            Self::ENDPOINT => "endpoint",
+            Self::FLAG => "flag",
+            _ => "string",
+        }
+    }
+}
+
+/// One command-line option of a plugin; build it with [`OptionSpec::param`] or [`OptionSpec::flag`].
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct OptionSpec {
+    /// The long name, without dashes: `port` for `--port`.
+    pub long: RString,
+    /// The short letter, if any: `p` for `-p`.
+    pub short: ROption<u8>,
+    /// The value kind; [`OptionKind::FLAG`] for an option without a value.
+    pub kind: OptionKind,
+    /// The value used when the option is not given.
+    pub default: ROption<RString>,
+    /// One line of help.
+    pub help: RString,
+    /// Whether the option may be given more than once.
+    pub repeatable: bool,
+}
+
+/// The values the user gave (or the defaults) for one option, validated by the host.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct OptionValue {
+    /// The option's long name.
+    pub long: RString,
+    /// Its values in command-line order; a flag that was given has one value, `"true"`.
+    pub values: RVec<RString>,
+}
+
+/// A log level as it crosses the boundary: 1 = error … 5 = trace, 0 = off.
+pub type RawLevel = u8;
+
+/// What the host lends a plugin for as long as the service lives.
+#[sabi_trait]
+pub trait Host: Clone + Send + Sync + 'static {
+    /// The most verbose level the host will print; the plugin filters below it at the source.
+    fn max_log_level(&self) -> RawLevel;
+    /// Writes one of the plugin's log events to the host's log.
+    fn log(&self, level: RawLevel, target: RStr<'_>, message: RStr<'_>);
+    /// Tells the host that the service ended without being asked to: `RSome(error)` if it failed.
+    #[sabi(last_prefix_field)]
+    fn service_ended(&self, error: ROption<RString>);
+}
+
+/// The host's side of the contract, shared with the plugin.
+pub type HostContext = Host_TO<RArc<()>>;
+
+/// A running service as the host sees it: Twisted's `IService`.
+#[sabi_trait]
+pub trait AbiService: Send + 'static {
+    /// The service's name, used in log lines.
+    fn name(&self) -> RString;
+    /// Acquires what needs privileges (binds ports). Runs before the host drops root.
+    fn privileged_start(&mut self) -> RResult<(), RString>;
+    /// Starts serving and returns; the service runs on its own threads until [`stop`](Self::stop).
+    fn start(&mut self) -> RResult<(), RString>;
+    /// Stops the service, waiting at most `deadline_ms` for in-flight work to finish.
+    #[sabi(last_prefix_field)]
+    fn stop(&mut self, deadline_ms: u64) -> RResult<(), RString>;
+}
+
+/// An owned [`AbiService`] trait object.
+pub type ServiceBox = AbiService_TO<RBox<()>>;

@@ -1,0 +1,223 @@
+//! What [`export_service_maker!`](crate::export_service_maker) expands to: the root module, a
+//! panic guard around every entry point, and the adapter that runs a [`Service`] on the plugin's
+//! own tokio runtime.
+//!
+//! The guards must live here, inside the plugin: each cdylib has its own copy of std, so a
+//! panic that crosses into the host cannot be caught there and aborts the process.
+
+use crate::abi::{
+    AbiService, AbiService_TO, HostContext, OptionSpec, OptionValue, PluginInfo, ServiceBox,
+    ServiceMaker, ServiceMakerRef,
+};
+use crate::kit::error::Result;
+use crate::kit::log_bridge;
+use crate::kit::options::Options;
+use crate::kit::service::{Service, Tasks};
+use abi_stable::prefix_type::PrefixTypeTrait;
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RErr, ROk, ROption, RResult, RString, RVec};
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+/// Builds the root module from the two generated entry points.
+pub fn root_module(
+    info: extern "C" fn() -> RResult<PluginInfo, RString>,
+    make_service: extern "C" fn(RVec<OptionValue>, HostContext) -> RResult<ServiceBox, RString>,
+) -> ServiceMakerRef {
+    ServiceMaker { info, make_service }.leak_into_prefix()
+}
+
+/// The body of the generated `info` entry point.
+pub fn info(
+    tapname: &str,
+    description: &str,
+    options: fn() -> Vec<OptionSpec>,
+) -> RResult<PluginInfo, RString> {
+    guard(|| {
+        Ok(PluginInfo {
+            tapname: tapname.into(),
+            description: description.into(),
+            options: options().into(),
+        })
+    })
+}
+
+/// The body of the generated `make_service` entry point.
+pub fn make_service<S: Service>(
+    values: RVec<OptionValue>,
+    host: HostContext,
+    make: fn(&Options) -> Result<S>,
+) -> RResult<ServiceBox, RString> {
+    guard(|| {
+        log_bridge::install(&host);
+        let service = make(&Options::new(values.into_vec()))?;
+        Ok(AbiService_TO::from_value(
+            ServiceRunner {
+                service: Box::new(service),
+                host,
+                runtime: None,
+                tasks: None,
+            },
+            TD_Opaque,
+        ))
+    })
+}
+
+/// Runs `body`, turning its error or panic into the error the host receives.
+fn guard<T>(body: impl FnOnce() -> Result<T>) -> RResult<T, RString> {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(value)) => ROk(value),
+        Ok(Err(error)) => RErr(error.to_string().into()),
+        Err(panic) => RErr(format!("panicked: {}", panic_message(&*panic)).into()),
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// A [`Service`] behind the frozen [`AbiService`] interface, with the runtime it runs on.
+///
+/// The runtime is built in `privileged_start`, not in `make_service`, because the host may fork
+/// into a daemon between the two and threads do not survive a fork.
+struct ServiceRunner {
+    service: Box<dyn Service>,
+    host: HostContext,
+    runtime: Option<tokio::runtime::Runtime>,
+    tasks: Option<Tasks>,
+}
+
+impl ServiceRunner {
+    fn runtime(&self) -> Result<&tokio::runtime::Runtime> {
+        self.runtime
+            .as_ref()
+            .ok_or_else(|| "start called before privileged_start".into())
+    }
+}
+
+impl AbiService for ServiceRunner {
+    fn name(&self) -> RString {
+        self.service.name().into()
+    }
+
+    fn privileged_start(&mut self) -> RResult<(), RString> {
+        guard(|| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name(self.service.name())
+                .build()?;
+            let _entered = runtime.enter();
+            let started = self.service.privileged_start();
+            self.runtime = Some(runtime);
+            started
+        })
+    }
+
+    fn start(&mut self) -> RResult<(), RString> {
+        guard(|| {
+            let _entered = self.runtime()?.enter();
+            let host = self.host.clone();
+            let tasks = Tasks::root(std::sync::Arc::new(move |error: Option<String>| {
+                host.service_ended(ROption::from(error.map(RString::from)))
+            }));
+            // Kept before starting so that `stop` also cleans up after a failed start.
+            self.tasks = Some(tasks.clone());
+            self.service.start(&tasks)
+        })
+    }
+
+    fn stop(&mut self, deadline_ms: u64) -> RResult<(), RString> {
+        guard(|| {
+            let Some(runtime) = self.runtime.take() else {
+                return Ok(());
+            };
+            let deadline = Duration::from_millis(deadline_ms);
+            let outcome = match self.tasks.take() {
+                Some(tasks) => runtime
+                    .block_on(async { tokio::time::timeout(deadline, tasks.stop()).await })
+                    .map_err(|_| {
+                        format!("in-flight work did not finish within {deadline:?}; abandoned")
+                            .into()
+                    }),
+                None => Ok(()),
+            };
+            // Whatever is still running was given its chance; do not wait for it again.
+            runtime.shutdown_background();
+            outcome
+        })
+    }
+}
+
+/// Exports a plugin's service maker: the one line that turns a crate into a `host` plugin.
+///
+/// ```text
+/// export_service_maker! {
+///     tapname: "fastpoetry",
+///     description: "A fast poetry service.",
+///     options: options,           // fn() -> Vec<OptionSpec>
+///     make_service: make_service, // fn(&Options) -> Result<impl Service>
+/// }
+/// ```
+///
+/// It generates the library's root module, catches every panic inside the plugin and returns it
+/// to the host as an error, installs the log bridge, and gives the service its own tokio runtime.
+/// See the [crate documentation](crate) for a complete plugin.
+#[macro_export]
+macro_rules! export_service_maker {
+    (
+        tapname: $tapname:expr,
+        description: $description:expr,
+        options: $options:path,
+        make_service: $make_service:path $(,)?
+    ) => {
+        const _: () = {
+            use $crate::__private::abi_stable as __abi;
+
+            extern "C" fn __info(
+            ) -> __abi::std_types::RResult<$crate::abi::PluginInfo, __abi::std_types::RString> {
+                $crate::__private::info($tapname, $description, $options)
+            }
+
+            extern "C" fn __make_service(
+                values: __abi::std_types::RVec<$crate::abi::OptionValue>,
+                host: $crate::abi::HostContext,
+            ) -> __abi::std_types::RResult<$crate::abi::ServiceBox, __abi::std_types::RString> {
+                $crate::__private::make_service(values, host, $make_service)
+            }
+
+            fn __root_module() -> $crate::abi::ServiceMakerRef {
+                $crate::__private::root_module(__info, __make_service)
+            }
+
+            extern "C" fn __load_root_module() -> __abi::library::RootModuleResult {
+                __abi::library::__call_root_module_loader(__root_module)
+            }
+
+            // What abi_stable's `#[export_root_module]` generates, written out so that plugins
+            // need no direct abi_stable dependency; `export_symbol_name` tests the name.
+            #[export_name = "_1as_0lib_1header_0root_bmodule_bloader"]
+            static __HOST_PLUGIN_HEADER: __abi::library::LibHeader = unsafe {
+                __abi::library::LibHeader::from_constructor::<$crate::abi::ServiceMakerRef>(
+                    __load_root_module,
+                    __abi::library::CheckTypeLayout::Yes,
+                )
+            };
+        };
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn export_symbol_name() {
+        assert_eq!(
+            abi_stable::library::ROOT_MODULE_LOADER_NAME,
+            "_1as_0lib_1header_0root_bmodule_bloader"
+        );
+    }
+}

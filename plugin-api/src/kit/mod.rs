@@ -1,0 +1,11 @@
+//! The author's kit: everything a plugin writes against, free to grow in minor versions
+//! because none of it crosses the library boundary.
+
+pub mod endpoint;
+pub mod error;
+pub mod export;
+mod log_bridge;
+pub mod multi;
+pub mod option_spec;
+pub mod options;
+pub mod service;

@@ -1,0 +1,150 @@
+//! The [`Service`] trait plugin authors implement, and [`Tasks`], the set of tasks a running
+//! service owns: what lets the host stop it gracefully and learn when it ends on its own.
+
+use crate::kit::error::Result;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A network service: Twisted's `IService`, in three steps.
+///
+/// Both methods run inside the plugin's tokio runtime (so binding and spawning work), on a
+/// thread of the host's, and must return promptly: long work belongs in [`Tasks::spawn`].
+pub trait Service: Send + 'static {
+    /// The name used in log lines.
+    fn name(&self) -> &str;
+
+    /// Acquires what needs privileges, typically binding listening sockets with
+    /// [`Endpoint::bind`](crate::Endpoint::bind). Runs before the host drops root privileges, so
+    /// do nothing else here.
+    fn privileged_start(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Starts serving: spawns the service's tasks on `tasks` and returns.
+    fn start(&mut self, tasks: &Tasks) -> Result<()>;
+}
+
+type EndedCallback = Arc<dyn Fn(Option<String>) + Send + Sync>;
+
+/// The tasks of one running service.
+///
+/// A service spawns its long-running loops with [`spawn`](Self::spawn) and its per-connection
+/// work with [`spawn_connection`](Self::spawn_connection), and watches [`shutdown`](Self::shutdown)
+/// to know when to stop accepting. On stop, the host waits (up to its deadline) for every task to
+/// finish, so in-flight connections complete. Children made with [`child`](Self::child) are
+/// stopped before their parent, in reverse order of creation, which is how
+/// [`MultiService`](crate::MultiService) stops its children in reverse.
+#[derive(Clone)]
+pub struct Tasks(Arc<TasksInner>);
+
+struct TasksInner {
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    children: Mutex<Vec<Tasks>>,
+    ended: EndedCallback,
+}
+
+impl Tasks {
+    pub(crate) fn root(ended: EndedCallback) -> Self {
+        Self::with_token(CancellationToken::new(), ended)
+    }
+
+    fn with_token(shutdown: CancellationToken, ended: EndedCallback) -> Self {
+        Self(Arc::new(TasksInner {
+            shutdown,
+            tracker: TaskTracker::new(),
+            children: Mutex::new(Vec::new()),
+            ended,
+        }))
+    }
+
+    /// Spawns one of the service's main tasks, such as an accept loop.
+    ///
+    /// The task should return once [`shutdown`](Self::shutdown) is requested. If it returns
+    /// before that, the service has ended by itself: the host is told (with the error, if any)
+    /// and shuts down.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = Result<()>> + Send + 'static,
+    {
+        let shutdown = self.0.shutdown.clone();
+        let ended = self.0.ended.clone();
+        self.0.tracker.spawn(async move {
+            let outcome = task.await;
+            if !shutdown.is_cancelled() {
+                ended(outcome.err().map(|e| e.to_string()));
+            } else if let Err(e) = outcome {
+                tracing::error!("failed while stopping: {e}");
+            }
+        });
+    }
+
+    /// Spawns work whose end does not end the service, such as serving one connection.
+    ///
+    /// An error is logged at debug level (a client that goes away is not the server's problem);
+    /// stopping the service waits for this task too.
+    pub fn spawn_connection<F>(&self, task: F)
+    where
+        F: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.0.tracker.spawn(async move {
+            if let Err(e) = task.await {
+                tracing::debug!("connection ended with an error: {e}");
+            }
+        });
+    }
+
+    /// A handle that resolves when the host asks this service to stop.
+    pub fn shutdown(&self) -> Shutdown {
+        Shutdown(self.0.shutdown.clone())
+    }
+
+    /// A child set of tasks, stopped before this one (children in reverse order of creation).
+    pub fn child(&self) -> Tasks {
+        let child = Self::with_token(self.0.shutdown.child_token(), self.0.ended.clone());
+        self.0
+            .children
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(child.clone());
+        child
+    }
+
+    /// Requests shutdown and waits for every task, children first in reverse order.
+    pub(crate) fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let children = std::mem::take(
+                &mut *self
+                    .0
+                    .children
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            );
+            for child in children.iter().rev() {
+                child.stop().await;
+            }
+            self.0.shutdown.cancel();
+            self.0.tracker.close();
+            self.0.tracker.wait().await;
+        })
+    }
+}
+
+/// Resolves when the host asks the service to stop; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Shutdown(CancellationToken);
+
+impl Shutdown {
+    /// Waits until shutdown is requested.
+    pub async fn requested(&self) {
+        self.0.cancelled().await
+    }
+
+    /// Whether shutdown has been requested.
+    pub fn is_requested(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
