@@ -1,6 +1,7 @@
 //! Scanning the search path: every plugin found, every candidate rejected and why.
 
 use crate::library::{load_service_maker, LoadError};
+use crate::option_check::check_options;
 use crate::search_path::SearchPath;
 use abi_stable::std_types::RResult;
 use plugin_api::abi::{OptionSpec, ServiceMakerRef};
@@ -142,12 +143,16 @@ fn is_library_name(path: &Path) -> bool {
 fn describe(path: &Path) -> Result<Plugin, LoadError> {
     let maker = load_service_maker(path)?;
     match (maker.info())() {
-        RResult::ROk(info) => Ok(Plugin {
-            path: path.to_path_buf(),
-            tapname: info.tapname.into_string(),
-            description: info.description.into_string(),
-            options: info.options.into_vec(),
-        }),
+        RResult::ROk(info) => {
+            check_options(&info.options)
+                .map_err(|why| LoadError::Broken(format!("plugin '{}': {why}", info.tapname)))?;
+            Ok(Plugin {
+                path: path.to_path_buf(),
+                tapname: info.tapname.into_string(),
+                description: info.description.into_string(),
+                options: info.options.into_vec(),
+            })
+        }
         RResult::RErr(e) => Err(LoadError::Broken(format!("describing itself failed: {e}"))),
     }
 }

@@ -7,6 +7,7 @@
 
 mod discovery;
 mod library;
+mod option_check;
 mod search_path;
 
 pub use discovery::{discover, Discovery, Plugin, Rejected, Rejection};

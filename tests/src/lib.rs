@@ -1,1 +1,314 @@
+//! The harness for the end-to-end tests: builds the workspace and the fixture plugins once,
+//! runs real `host` processes, and talks to them over real sockets on 127.0.0.1.
+//!
+//! Every wait is bounded: a test that goes wrong fails with what the host printed, never hangs.
 
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long any single wait in a test may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn cargo_build(args: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .arg("build")
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo build {args:?} failed");
+}
+
+/// The `host` binary, with the shipped plugins beside it (built once per test run).
+pub fn host_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            cargo_build(&["--workspace", "--exclude", "host-e2e", "--exclude", "bench"]);
+            workspace_root().join("target/debug/host")
+        })
+        .clone()
+}
+
+/// The directory holding the fixture plugins, which the default plugin path never finds.
+pub fn fixture_dir() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = workspace_root();
+            let manifest = root.join("tests/fixtures/Cargo.toml");
+            let target = root.join("target/fixtures");
+            cargo_build(&[
+                "--manifest-path",
+                manifest.to_str().unwrap(),
+                "--target-dir",
+                target.to_str().unwrap(),
+            ]);
+            target.join("debug")
+        })
+        .clone()
+}
+
+/// A path to a bundled poem, e.g. `poem("ecstasy.txt")`.
+pub fn poem(name: &str) -> PathBuf {
+    workspace_root().join("poems").join(name)
+}
+
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("host-e2e-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `host` command with a clean environment: no plugin path or log filter from the caller.
+pub fn host_command(args: &[&str]) -> Command {
+    let mut command = Command::new(host_bin());
+    command
+        .args(args)
+        .env_remove("HOST_PLUGIN_PATH")
+        .env_remove("RUST_LOG")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null());
+    command
+}
+
+/// What a finished `host` printed, and how it exited.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// Runs `host` to completion (killing it after [`PATIENCE`]).
+pub fn run_host(args: &[&str]) -> Finished {
+    run(host_command(args))
+}
+
+/// Runs a prepared command to completion (killing it after [`PATIENCE`]).
+pub fn run(mut command: Command) -> Finished {
+    let mut host = Running::spawn(&mut command);
+    let status = host.wait();
+    Finished {
+        status,
+        stdout: host.stdout(),
+        stderr: host.stderr(),
+    }
+}
+
+#[derive(Default)]
+struct Lines {
+    lines: Mutex<(Vec<String>, bool)>,
+    changed: Condvar,
+}
+
+impl Lines {
+    fn collect(self: &Arc<Self>, stream: impl Read + Send + 'static) {
+        let lines = self.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                lines.lines.lock().unwrap().0.push(line);
+                lines.changed.notify_all();
+            }
+            lines.lines.lock().unwrap().1 = true;
+            lines.changed.notify_all();
+        });
+    }
+
+    fn text(&self) -> String {
+        self.lines.lock().unwrap().0.join("\n")
+    }
+
+    fn wait_closed(&self, until: Instant) {
+        let mut guard = self.lines.lock().unwrap();
+        while !guard.1 && Instant::now() < until {
+            guard = self
+                .changed
+                .wait_timeout(guard, Duration::from_millis(50))
+                .unwrap()
+                .0;
+        }
+    }
+}
+
+/// A running `host` process whose output is collected line by line; killed on drop.
+pub struct Running {
+    child: Child,
+    stdout: Arc<Lines>,
+    stderr: Arc<Lines>,
+}
+
+impl Running {
+    /// Starts `host` with `args`.
+    pub fn start(args: &[&str]) -> Self {
+        Self::spawn(&mut host_command(args))
+    }
+
+    pub fn spawn(command: &mut Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("host starts");
+        let stdout = Arc::new(Lines::default());
+        let stderr = Arc::new(Lines::default());
+        stdout.collect(child.stdout.take().unwrap());
+        stderr.collect(child.stderr.take().unwrap());
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.text()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.text()
+    }
+
+    /// Waits until a line of stdout contains `needle`, and returns that line.
+    pub fn wait_for_line(&self, needle: &str) -> String {
+        let until = Instant::now() + PATIENCE;
+        let mut guard = self.stdout.lines.lock().unwrap();
+        loop {
+            if let Some(line) = guard.0.iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            assert!(
+                !guard.1 && Instant::now() < until,
+                "no line with {needle:?} in stdout:\n{}\nstderr:\n{}",
+                guard.0.join("\n"),
+                self.stderr.text()
+            );
+            guard = self
+                .stdout
+                .changed
+                .wait_timeout(guard, Duration::from_millis(50))
+                .unwrap()
+                .0;
+        }
+    }
+
+    /// The TCP port from the first `starting on tcp:PORT` line.
+    pub fn port(&self) -> u16 {
+        let line = self.wait_for_line("starting on tcp:");
+        let after = line.split("starting on tcp:").nth(1).unwrap();
+        after.split(':').next().unwrap().parse().unwrap()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill only sends a signal to the child we started.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+    }
+
+    /// Waits for the process to exit (killing it after [`PATIENCE`]) and for its output to end.
+    pub fn wait(&mut self) -> ExitStatus {
+        self.wait_within(PATIENCE)
+            .unwrap_or_else(|| panic!("host did not exit within {PATIENCE:?}:\n{}", self.stdout()))
+    }
+
+    /// Waits at most `limit` for the process to exit.
+    pub fn wait_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.stdout.wait_closed(Instant::now() + PATIENCE);
+                self.stderr.wait_closed(Instant::now() + PATIENCE);
+                return Some(status);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Connects to 127.0.0.1:`port` and reads until the server closes the connection.
+pub fn fetch(port: u16) -> Vec<u8> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connects");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut poem = Vec::new();
+    stream.read_to_end(&mut poem).expect("reads to EOF");
+    poem
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Raises this process's open-files limit so a test can hold thousands of sockets.
+pub fn raise_open_files(wanted: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = wanted.min(limit.rlim_max);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+}

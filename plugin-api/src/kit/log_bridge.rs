@@ -43,7 +43,14 @@ pub(crate) fn install(host: &HostContext) {
             .with(Bridge { host: host.clone() });
         // Fails only if the plugin installed its own subscriber first; then that one wins.
         let _ = tracing::subscriber::set_global_default(subscriber);
-        std::panic::set_hook(Box::new(|panic| tracing::error!("{panic}")));
+        std::panic::set_hook(Box::new(|panic| {
+            let at = panic
+                .location()
+                .map(|l| format!(" at {l}"))
+                .unwrap_or_default();
+            let message = panic.payload_as_str().unwrap_or("(no message)");
+            tracing::error!("panicked{at}: {message}");
+        }));
     });
 }
 
