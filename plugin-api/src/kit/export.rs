@@ -73,7 +73,8 @@ fn guard<T>(body: impl FnOnce() -> Result<T>) -> RResult<T, RString> {
     }
 }
 
-fn panic_message(panic: &(dyn Any + Send)) -> &str {
+/// The text of a panic payload (`panic!` gives a `&str` or a `String`).
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()

@@ -5,6 +5,7 @@
 //! the host would not print cost nothing here.
 
 use crate::abi::{HostContext, RawLevel};
+use crate::kit::export::panic_message;
 use std::fmt::Write;
 use std::sync::Once;
 use tracing::field::{Field, Visit};
@@ -48,7 +49,7 @@ pub(crate) fn install(host: &HostContext) {
                 .location()
                 .map(|l| format!(" at {l}"))
                 .unwrap_or_default();
-            let message = panic.payload_as_str().unwrap_or("(no message)");
+            let message = panic_message(panic.payload());
             tracing::error!("panicked{at}: {message}");
         }));
     });
