@@ -12,64 +12,10 @@
 //!
 //! # A complete plugin
 //!
-//! ```no_run
-//! use plugin_api::{export_service_maker, Endpoint, Listener, OptionKind, OptionSpec, Options,
-//!                  Result, Service, Tasks};
-//! use tokio::io::AsyncWriteExt;
+//! `examples/hello.rs`: `cargo build --example hello` builds it into
+//! `target/debug/examples/libhello.so`; copy that into a plugin directory and run `host -n hello`.
 //!
-//! fn options() -> Vec<OptionSpec> {
-//!     vec![OptionSpec::param("listen", OptionKind::ENDPOINT, "Where to listen.")
-//!         .default("tcp:7000:interface=127.0.0.1")]
-//! }
-//!
-//! struct Hello {
-//!     endpoint: Endpoint,
-//!     listener: Option<Listener>,
-//! }
-//!
-//! impl Service for Hello {
-//!     fn name(&self) -> &str {
-//!         "hello"
-//!     }
-//!
-//!     fn privileged_start(&mut self) -> Result<()> {
-//!         self.listener = Some(self.endpoint.bind()?);
-//!         Ok(())
-//!     }
-//!
-//!     fn start(&mut self, tasks: &Tasks) -> Result<()> {
-//!         let listener = self.listener.take().expect("bound in privileged_start");
-//!         let workers = tasks.clone();
-//!         let shutdown = tasks.shutdown();
-//!         tasks.spawn(async move {
-//!             loop {
-//!                 let (mut stream, peer) = tokio::select! {
-//!                     _ = shutdown.requested() => return Ok(()),
-//!                     accepted = listener.accept() => accepted?,
-//!                 };
-//!                 tracing::info!("greeting {peer}");
-//!                 workers.spawn_connection(async move {
-//!                     stream.write_all(b"hello\n").await?;
-//!                     Ok(())
-//!                 });
-//!             }
-//!         });
-//!         Ok(())
-//!     }
-//! }
-//!
-//! fn make_service(options: &Options) -> Result<Hello> {
-//!     Ok(Hello { endpoint: options.endpoint("listen")?, listener: None })
-//! }
-//!
-//! export_service_maker! {
-//!     tapname: "hello",
-//!     description: "Says hello to every connection.",
-//!     options: options,
-//!     make_service: make_service,
-//! }
-//! # fn main() {}
-//! ```
+#![doc = concat!("```no_run\n", include_str!("../examples/hello.rs"), "# fn main() {}\n```")]
 #![warn(missing_docs)]
 
 pub mod abi;
