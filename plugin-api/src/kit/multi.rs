@@ -49,3 +49,61 @@ impl Service for MultiService {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Records when it starts and when its task sees the shutdown request.
+    struct Recorder {
+        name: &'static str,
+        events: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Service for Recorder {
+        fn name(&self) -> &str {
+            self.name
+        }
+
+        fn start(&mut self, tasks: &Tasks) -> Result<()> {
+            self.events
+                .lock()
+                .unwrap()
+                .push(format!("start {}", self.name));
+            let (name, events, shutdown) = (self.name, self.events.clone(), tasks.shutdown());
+            tasks.spawn(async move {
+                shutdown.requested().await;
+                // Yield so a sibling stopped at the same time would interleave here.
+                tokio::task::yield_now().await;
+                events.lock().unwrap().push(format!("stop {name}"));
+                Ok(())
+            });
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn starts_children_in_order_and_stops_them_in_reverse() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let recorder = |name| Recorder {
+            name,
+            events: events.clone(),
+        };
+        let mut service = MultiService::new("all")
+            .with(recorder("a"))
+            .with(recorder("b"))
+            .with(recorder("c"));
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let _entered = runtime.enter();
+        let tasks = Tasks::root(Arc::new(|ended| {
+            panic!("no child ends by itself: {ended:?}")
+        }));
+        service.start(&tasks).unwrap();
+        runtime.block_on(tasks.stop());
+        assert_eq!(
+            *events.lock().unwrap(),
+            ["start a", "start b", "start c", "stop c", "stop b", "stop a"]
+        );
+    }
+}

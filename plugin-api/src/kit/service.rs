@@ -148,3 +148,57 @@ impl Shutdown {
         self.0.is_cancelled()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn tasks_reporting_to(sender: mpsc::Sender<Option<String>>) -> Tasks {
+        let sender = Mutex::new(sender);
+        Tasks::root(Arc::new(move |ended| {
+            sender.lock().unwrap().send(ended).unwrap()
+        }))
+    }
+
+    #[test]
+    fn a_main_task_that_returns_early_ends_the_service_with_its_error() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let _entered = runtime.enter();
+        let (sender, ended) = mpsc::channel();
+        let tasks = tasks_reporting_to(sender);
+        tasks.spawn(async { Err("listener died".into()) });
+        let report = ended
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(report.as_deref(), Some("listener died"));
+    }
+
+    #[test]
+    fn stop_waits_for_connections_and_is_not_an_ending() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let _entered = runtime.enter();
+        let (sender, ended) = mpsc::channel();
+        let tasks = tasks_reporting_to(sender);
+        let shutdown = tasks.shutdown();
+        tasks.spawn(async move {
+            shutdown.requested().await;
+            Ok(())
+        });
+        let (done_tx, done) = mpsc::channel();
+        tasks.spawn_connection(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            done_tx.send(()).unwrap();
+            Ok(())
+        });
+        runtime.block_on(tasks.stop());
+        assert!(
+            done.try_recv().is_ok(),
+            "stop returned before the connection finished"
+        );
+        assert!(
+            ended.try_recv().is_err(),
+            "a requested stop is not an ending"
+        );
+    }
+}
