@@ -1,12 +1,16 @@
 //! Loading one plugin library and turning abi_stable's errors into one line each.
 
+use crate::option_check::check_options;
+use crate::record::PluginRecord;
 use abi_stable::library::{lib_header_from_path, AbiHeader, LibraryError};
+use abi_stable::std_types::RResult;
 use plugin_api::abi::{ServiceMakerRef, INTERFACE_VERSION};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
 
 /// Why a candidate file is not a usable plugin.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LoadError {
     /// Not a shared library, or a library that exports no service maker.
     NotAPlugin(String),
@@ -21,6 +25,21 @@ pub enum LoadError {
     },
     /// A plugin that failed while loading or describing itself.
     Broken(String),
+    /// Loading it killed the probe process with this signal.
+    Crashed {
+        /// The signal number.
+        signal: i32,
+    },
+    /// Loading it made the probe process exit (a constructor called `exit`).
+    Exited {
+        /// The exit status.
+        code: i32,
+    },
+    /// Loading it did not finish within the probe time limit.
+    TimedOut {
+        /// The limit, in milliseconds.
+        limit_ms: u64,
+    },
 }
 
 impl fmt::Display for LoadError {
@@ -32,6 +51,13 @@ impl fmt::Display for LoadError {
                 "incompatible plugin-api: the plugin was built against {plugin}, this host has {host} ({detail})"
             ),
             Self::Broken(why) => write!(f, "broken plugin: {why}"),
+            Self::Crashed { signal } => {
+                write!(f, "crashed on load: signal {signal} ({})", signal_name(*signal))
+            }
+            Self::Exited { code } => write!(f, "exited on load with status {code}"),
+            Self::TimedOut { limit_ms } => {
+                write!(f, "timed out: loading took longer than {:.1} s", *limit_ms as f64 / 1000.0)
+            }
         }
     }
 }
@@ -41,11 +67,46 @@ impl fmt::Display for LoadError {
 /// Uses `lib_header_from_path(..).init_root_module()` rather than `RootModule::load_from_file`,
 /// which caches one module per type and would hand back the first plugin for every later one.
 pub fn load_service_maker(path: &Path) -> Result<ServiceMakerRef, LoadError> {
+    open(path).map(|(maker, _)| maker)
+}
+
+/// Loads the library at `path` and asks it what it offers, checking its option specs.
+///
+/// This runs the library's load-time code; the host calls it only in a probe child process.
+pub fn describe(path: &Path) -> Result<PluginRecord, LoadError> {
+    let (maker, interface_version) = open(path)?;
+    match (maker.info())() {
+        RResult::ROk(info) => {
+            check_options(&info.options)
+                .map_err(|why| LoadError::Broken(format!("plugin '{}': {why}", info.tapname)))?;
+            Ok(PluginRecord::new(&info, &interface_version))
+        }
+        RResult::RErr(e) => Err(LoadError::Broken(format!("describing itself failed: {e}"))),
+    }
+}
+
+/// The library's service maker and the plugin-api version it was built against.
+fn open(path: &Path) -> Result<(ServiceMakerRef, String), LoadError> {
     let header = lib_header_from_path(path).map_err(|e| classify(e, "unknown"))?;
-    let plugin_version = header.version_strings().version;
-    header
+    let interface_version = header.version_strings().version.to_string();
+    let maker = header
         .init_root_module::<ServiceMakerRef>()
-        .map_err(|e| classify(e, plugin_version.as_str()))
+        .map_err(|e| classify(e, &interface_version))?;
+    Ok((maker, interface_version))
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGTRAP => "SIGTRAP",
+        _ => "signal",
+    }
 }
 
 fn classify(error: LibraryError, plugin_version: &str) -> LoadError {

@@ -7,12 +7,15 @@
 use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The global options, parsed.
 pub struct GlobalOptions {
     pub help: bool,
     pub nodaemon: bool,
     pub plugin_dirs: Vec<PathBuf>,
+    pub plugins_report: bool,
+    pub probe_timeout: Duration,
     pub verbosity: Verbosity,
     /// The plugin's name and everything after it.
     pub plugin: Option<(String, Vec<OsString>)>,
@@ -56,6 +59,20 @@ pub fn command() -> Command {
                 .help("Look for plugins in DIR first (repeatable); then HOST_PLUGIN_PATH, then beside the executable"),
         )
         .arg(
+            Arg::new("plugins-report")
+                .long("plugins-report")
+                .action(ArgAction::SetTrue)
+                .help("Explain discovery: every directory searched, every candidate file and its status, and where each plugin comes from"),
+        )
+        .arg(
+            Arg::new("probe-timeout")
+                .long("probe-timeout")
+                .value_name("SECONDS")
+                .default_value("5")
+                .value_parser(parse_seconds)
+                .help("How long loading one new or changed plugin library may take before it is reported as hung"),
+        )
+        .arg(
             Arg::new("verbose")
                 .short('v')
                 .long("verbose")
@@ -88,6 +105,10 @@ pub fn parse(matches: &ArgMatches) -> GlobalOptions {
             .get_many::<PathBuf>("plugin-dir")
             .map(|dirs| dirs.cloned().collect())
             .unwrap_or_default(),
+        plugins_report: matches.get_flag("plugins-report"),
+        probe_timeout: *matches
+            .get_one::<Duration>("probe-timeout")
+            .expect("has a default"),
         verbosity: Verbosity {
             log_level: matches.get_one::<String>("log-level").cloned(),
             verbose: matches.get_count("verbose"),
@@ -101,4 +122,13 @@ pub fn parse(matches: &ArgMatches) -> GlobalOptions {
             (name.to_string(), args)
         }),
     }
+}
+
+fn parse_seconds(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("'{value}' is not a positive number of seconds"))
 }

@@ -9,14 +9,18 @@ mod cli;
 mod logging;
 mod plugin_host;
 mod plugin_options;
+mod plugins_report;
 mod resource_limits;
 mod usage;
 
-use dropin_cache::{discover, Discovery, LoadError, Rejection, SearchPath};
+use dropin_cache::{discover, Discovery, LoadError, Prober, SearchPath};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tracing::info;
+
+/// The hidden subcommand a probe child runs: `host __probe-plugins FILE...`.
+const PROBE_SUBCOMMAND: &str = "__probe-plugins";
 
 /// A reason to stop early: the message for stderr (if any) and the exit code.
 struct Exit {
@@ -43,7 +47,15 @@ impl Exit {
 }
 
 fn main() -> ExitCode {
-    match run() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == PROBE_SUBCOMMAND) {
+        let paths: Vec<PathBuf> = args[2..].iter().map(PathBuf::from).collect();
+        return match dropin_cache::run_probe_child(&paths) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(exit) => {
             eprintln!("host: {}", exit.message);
@@ -52,19 +64,30 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), Exit> {
+fn run(args: Vec<OsString>) -> Result<(), Exit> {
     let mut command = cli::command();
     let matches = command
-        .try_get_matches_from_mut(std::env::args_os())
+        .try_get_matches_from_mut(args)
         .unwrap_or_else(|e| e.exit());
     let options = cli::parse(&matches);
+    let exe = std::env::current_exe()
+        .map_err(|e| Exit::failure(format!("cannot find the host executable: {e}")))?;
     let search_path = SearchPath::new(
         &options.plugin_dirs,
         std::env::var_os("HOST_PLUGIN_PATH").as_deref(),
-        executable_dir().as_deref(),
+        exe.parent(),
     );
-    let discovery = discover(&search_path);
-    report_rejected(&discovery);
+    let prober = Prober {
+        program: exe.clone(),
+        args: vec![PROBE_SUBCOMMAND.into()],
+        timeout: options.probe_timeout,
+    };
+    let discovery = discover(&search_path, &prober);
+    if options.plugins_report {
+        print!("{}", plugins_report::render(&discovery));
+        return Ok(());
+    }
+    report_problems(&discovery);
 
     let Some((tapname, args)) = options.plugin.filter(|_| !options.help) else {
         print!("{}", usage::render(command, &discovery));
@@ -73,7 +96,8 @@ fn run() -> Result<(), Exit> {
     let plugin = discovery
         .find(&tapname)
         .ok_or_else(|| unknown_plugin(&tapname, &discovery))?;
-    let plugin_matches = plugin_options::command(plugin)
+    let specs = plugin.options();
+    let plugin_matches = plugin_options::command(plugin, &specs)
         .try_get_matches_from(std::iter::once(OsString::from(&tapname)).chain(args))
         .unwrap_or_else(|e| e.exit());
     if !options.nodaemon {
@@ -88,7 +112,7 @@ fn run() -> Result<(), Exit> {
     info!(
         "host {} ({}) starting up with plugin {tapname} ({}).",
         env!("CARGO_PKG_VERSION"),
-        std::env::current_exe().unwrap_or_default().display(),
+        exe.display(),
         plugin.path.display()
     );
     let maker = plugin
@@ -96,7 +120,7 @@ fn run() -> Result<(), Exit> {
         .map_err(|e| Exit::failure(format!("{}: {e}", plugin.path.display())))?;
     let (ended_tx, ended_rx) = tokio::sync::mpsc::unbounded_channel();
     let context = plugin_host::context(&tapname, max_level, ended_tx);
-    let values = plugin_options::values(plugin, &plugin_matches);
+    let values = plugin_options::values(&specs, &plugin_matches);
     let service = (maker.make_service())(values.into(), context)
         .into_result()
         .map_err(|e| Exit::failure(format!("{tapname}: {e}")))?;
@@ -104,20 +128,19 @@ fn run() -> Result<(), Exit> {
     application::run(service, ended_rx).map_err(Exit::failure)
 }
 
-fn executable_dir() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    exe.parent().map(PathBuf::from)
-}
-
-/// Broken and shadowed plugins get one line each; files that are not plugins at all are
-/// skipped silently, as a plugin directory may hold other libraries.
-fn report_rejected(discovery: &Discovery) {
-    for rejected in &discovery.rejected {
-        if !matches!(rejected.reason, Rejection::Load(LoadError::NotAPlugin(_))) {
+/// Broken and shadowed plugins get one line each, as do cache problems; files that are not
+/// plugins at all are skipped silently, as a plugin directory may hold other libraries.
+fn report_problems(discovery: &Discovery) {
+    for warning in &discovery.warnings {
+        eprintln!("host: warning: {warning}");
+    }
+    for candidate in &discovery.candidates {
+        let usable = candidate.outcome.is_ok() && candidate.shadowed_by.is_none();
+        if !usable && !matches!(candidate.outcome, Err(LoadError::NotAPlugin(_))) {
             eprintln!(
                 "host: warning: skipped {}: {}",
-                rejected.path.display(),
-                rejected.reason
+                candidate.path.display(),
+                plugins_report::status(candidate)
             );
         }
     }
@@ -127,18 +150,13 @@ fn unknown_plugin(tapname: &str, discovery: &Discovery) -> Exit {
     let suggestion = discovery
         .plugins
         .iter()
-        .map(|p| (strsim::jaro_winkler(tapname, &p.tapname), &p.tapname))
+        .map(|p| (strsim::jaro_winkler(tapname, p.tapname()), p.tapname()))
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, name)| format!(" (did you mean '{name}'?)"))
         .unwrap_or_default();
-    let searched: Vec<String> = discovery
-        .searched
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect();
     Exit::usage(format!(
         "no plugin named '{tapname}'{suggestion}\nhost: searched: {}; run 'host' to list the plugins found",
-        searched.join(", ")
+        usage::searched_list(discovery)
     ))
 }

@@ -6,11 +6,11 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use dropin_cache::Plugin;
 use plugin_api::abi::{OptionSpec, OptionValue};
 
-pub fn command(plugin: &Plugin) -> Command {
-    Command::new(plugin.tapname.clone())
-        .bin_name(format!("host {}", plugin.tapname))
-        .about(plugin.description.clone())
-        .args(plugin.options.iter().map(arg))
+pub fn command(plugin: &Plugin, specs: &[OptionSpec]) -> Command {
+    Command::new(plugin.tapname().to_string())
+        .bin_name(format!("host {}", plugin.tapname()))
+        .about(plugin.description().to_string())
+        .args(specs.iter().map(arg))
 }
 
 fn arg(spec: &OptionSpec) -> Arg {
@@ -39,9 +39,8 @@ fn arg(spec: &OptionSpec) -> Arg {
 }
 
 /// The parsed values, in the form that crosses to the plugin: raw strings, already validated.
-pub fn values(plugin: &Plugin, matches: &ArgMatches) -> Vec<OptionValue> {
-    plugin
-        .options
+pub fn values(specs: &[OptionSpec], matches: &ArgMatches) -> Vec<OptionValue> {
+    specs
         .iter()
         .filter_map(|spec| {
             let id = spec.long.as_str();

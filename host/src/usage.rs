@@ -9,24 +9,29 @@ pub fn render(command: Command, discovery: &Discovery) -> String {
     let width = discovery
         .plugins
         .iter()
-        .map(|p| p.tapname.len())
+        .map(|p| p.tapname().len())
         .max()
         .unwrap_or(0);
     for plugin in &discovery.plugins {
         let _ = writeln!(
             plugins,
             "  {:width$}  {}",
-            plugin.tapname, plugin.description
+            plugin.tapname(),
+            plugin.description()
         );
     }
     if discovery.plugins.is_empty() {
-        let searched: Vec<String> = discovery
-            .searched
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect();
-        let _ = writeln!(plugins, "  (none found in {})", searched.join(", "));
+        let _ = writeln!(plugins, "  (none found in {})", searched_list(discovery));
     }
     plugins.push_str("\nRun 'host PLUGIN --help' for a plugin's own options.");
     command.after_help(plugins).render_help().to_string()
+}
+
+/// The directories searched, comma-separated, for messages.
+pub fn searched_list(discovery: &Discovery) -> String {
+    let dirs: Vec<String> = discovery
+        .searched()
+        .map(|d| d.display().to_string())
+        .collect();
+    dirs.join(", ")
 }

@@ -1,0 +1,256 @@
+//! The `dropin.cache` format: per candidate file, its stat tuple and what it offers or why it
+//! was rejected.
+//!
+//! JSON, so a person can read it when asking "why is my plugin not found?". An entry is
+//! trusted only while the file's size, mtime (ns), device and inode are unchanged, and only if
+//! the file was already at least [`FRESHNESS`] old when the cache was written: a file changed
+//! within the same timestamp tick as the cache write could otherwise change again unseen.
+
+use crate::library::LoadError;
+use crate::record::PluginRecord;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Bumped whenever the layout of this file changes; a cache of another format is discarded.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// How old a file must be, when the cache is written, for its entry to be trusted later.
+pub const FRESHNESS: Duration = Duration::from_secs(2);
+
+/// What probing a candidate found.
+pub type Outcome = Result<PluginRecord, LoadError>;
+
+/// The identity of a file's current contents, as far as `stat` can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileStat {
+    pub fn of(path: &Path) -> std::io::Result<Self> {
+        let meta = std::fs::metadata(path)?;
+        Ok(Self {
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+/// One candidate file's cached result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub stat: FileStat,
+    pub outcome: Outcome,
+}
+
+/// The contents of one `dropin.cache`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheFile {
+    pub format: u32,
+    /// The plugin-api version of the host that wrote it: another host may judge files differently.
+    pub interface: String,
+    /// The plugin directory this cache describes (a per-user cache names it; a file copied from
+    /// another directory is not trusted).
+    pub directory: PathBuf,
+    /// When the cache was written, in ns since the Unix epoch.
+    pub written_ns: i128,
+    /// By file name within the directory.
+    pub entries: BTreeMap<String, Entry>,
+}
+
+/// Why a cache file could not be used.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unusable {
+    /// Written by another format or interface version (or for another directory): discarded quietly.
+    Outdated,
+    /// Not a cache file at all: discarded with a warning.
+    Corrupt(String),
+}
+
+/// Just enough of the file to know whether the rest is worth parsing.
+#[derive(Deserialize)]
+struct Header {
+    format: u32,
+    interface: String,
+    directory: PathBuf,
+}
+
+impl CacheFile {
+    pub fn new(directory: &Path, entries: BTreeMap<String, Entry>) -> Self {
+        Self {
+            format: FORMAT_VERSION,
+            interface: plugin_api::INTERFACE_VERSION.to_string(),
+            directory: directory.to_path_buf(),
+            written_ns: now_ns(),
+            entries,
+        }
+    }
+
+    /// Parses a cache for `directory`; never panics, whatever the bytes.
+    pub fn parse(bytes: &[u8], directory: &Path) -> Result<Self, Unusable> {
+        let header: Header =
+            serde_json::from_slice(bytes).map_err(|e| Unusable::Corrupt(e.to_string()))?;
+        if header.format != FORMAT_VERSION
+            || header.interface != plugin_api::INTERFACE_VERSION
+            || header.directory != directory
+        {
+            return Err(Unusable::Outdated);
+        }
+        serde_json::from_slice(bytes).map_err(|e| Unusable::Corrupt(e.to_string()))
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("a cache always serializes");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// The entry for `name`, if it still describes the file whose stat is `stat`.
+    pub fn valid_entry(&self, name: &str, stat: &FileStat) -> Option<&Entry> {
+        let old_enough = self.written_ns - stat.mtime_ns >= FRESHNESS.as_nanos() as i128;
+        self.entries
+            .get(name)
+            .filter(|entry| entry.stat == *stat && old_enough)
+    }
+}
+
+fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> CacheFile {
+        let stat = FileStat {
+            size: 10,
+            mtime_ns: 1,
+            dev: 2,
+            ino: 3,
+        };
+        let plugin = PluginRecord {
+            tapname: "x".into(),
+            description: "d".into(),
+            options: vec![],
+            interface_version: "1.0.0".into(),
+        };
+        let entries = BTreeMap::from([
+            (
+                "libx.so".to_string(),
+                Entry {
+                    stat,
+                    outcome: Ok(plugin),
+                },
+            ),
+            (
+                "liby.so".to_string(),
+                Entry {
+                    stat,
+                    outcome: Err(LoadError::Crashed { signal: 11 }),
+                },
+            ),
+        ]);
+        CacheFile::new(Path::new("/plugins"), entries)
+    }
+
+    #[test]
+    fn round_trips() {
+        let cache = sample();
+        assert_eq!(
+            CacheFile::parse(&cache.to_bytes(), Path::new("/plugins")),
+            Ok(cache)
+        );
+    }
+
+    #[test]
+    fn another_version_or_directory_is_outdated_not_corrupt() {
+        let cache = sample();
+        assert_eq!(
+            CacheFile::parse(&cache.to_bytes(), Path::new("/other")),
+            Err(Unusable::Outdated)
+        );
+        let mut old = cache.clone();
+        old.format = FORMAT_VERSION + 1;
+        assert_eq!(
+            CacheFile::parse(&old.to_bytes(), Path::new("/plugins")),
+            Err(Unusable::Outdated)
+        );
+        old = cache;
+        old.interface = "0.9.0".into();
+        assert_eq!(
+            CacheFile::parse(&old.to_bytes(), Path::new("/plugins")),
+            Err(Unusable::Outdated)
+        );
+    }
+
+    #[test]
+    fn empty_and_truncated_files_are_corrupt() {
+        let bytes = sample().to_bytes();
+        for cut in [0, 1, bytes.len() / 2, bytes.len() - 3] {
+            let parsed = CacheFile::parse(&bytes[..cut], Path::new("/plugins"));
+            assert!(
+                matches!(parsed, Err(Unusable::Corrupt(_))),
+                "cut at {cut}: {parsed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_entry_is_valid_only_for_the_same_stat_and_an_old_enough_file() {
+        let mut cache = sample();
+        let stat = cache.entries["libx.so"].stat;
+        cache.written_ns = stat.mtime_ns + FRESHNESS.as_nanos() as i128;
+        assert!(cache.valid_entry("libx.so", &stat).is_some());
+        assert!(cache.valid_entry("libz.so", &stat).is_none());
+        for changed in [
+            FileStat { size: 11, ..stat },
+            FileStat {
+                mtime_ns: 0,
+                ..stat
+            },
+            FileStat { dev: 9, ..stat },
+            FileStat { ino: 9, ..stat },
+        ] {
+            assert!(
+                cache.valid_entry("libx.so", &changed).is_none(),
+                "{changed:?}"
+            );
+        }
+        cache.written_ns -= 1;
+        assert!(
+            cache.valid_entry("libx.so", &stat).is_none(),
+            "written too soon after the file"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = CacheFile::parse(&bytes, Path::new("/plugins"));
+        }
+
+        #[test]
+        fn mutated_caches_never_panic(position in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>()) {
+            let mut bytes = sample().to_bytes();
+            let at = position.index(bytes.len());
+            bytes[at] = byte;
+            bytes.truncate(cut.index(bytes.len() + 1).max(at));
+            let _ = CacheFile::parse(&bytes, Path::new("/plugins"));
+        }
+    }
+}

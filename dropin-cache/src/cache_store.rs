@@ -1,0 +1,135 @@
+//! Where a directory's cache lives, and writing it safely.
+//!
+//! The cache lives in the plugin directory itself (`DIR/dropin.cache`). When that cannot be
+//! written (a read-only install, Twisted's most-reported plugin bug) it lives in the user's
+//! cache directory instead, keyed by the plugin directory's path; when neither can be written
+//! the host still works, probing what changed on every run.
+
+use crate::cache_file::{CacheFile, Entry, FileStat, Unusable};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The name of the cache file in a plugin directory.
+pub const CACHE_NAME: &str = "dropin.cache";
+
+/// The caches found for one directory, merged, and what was wrong with any of them.
+pub struct LoadedCache {
+    /// The usable caches; an entry is trusted only if it matches the file's stat, so which
+    /// cache supplies it does not matter.
+    caches: Vec<CacheFile>,
+    /// The files read.
+    pub read_from: Vec<PathBuf>,
+    /// One line for each cache that was not a cache at all.
+    pub corrupt: Vec<String>,
+}
+
+impl LoadedCache {
+    /// The cached entry for `name`, if a cache still describes the file with this stat.
+    pub fn valid_entry(&self, name: &str, stat: &FileStat) -> Option<&Entry> {
+        self.caches.iter().find_map(|c| c.valid_entry(name, stat))
+    }
+
+    /// The names of every file any cache describes.
+    pub fn entry_names(&self) -> impl Iterator<Item = &str> {
+        self.caches
+            .iter()
+            .flat_map(|c| c.entries.keys().map(String::as_str))
+    }
+}
+
+/// The places a cache for `dir` may be, in the order they are tried for writing.
+pub fn locations(dir: &Path) -> Vec<PathBuf> {
+    let mut places = vec![dir.join(CACHE_NAME)];
+    places.extend(user_cache(dir));
+    places
+}
+
+/// `$XDG_CACHE_HOME/host/dropin/<hash of DIR>.cache`, or under `~/.cache` when it is unset.
+fn user_cache(dir: &Path) -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))?;
+    let key = fnv1a(dir.as_os_str().as_encoded_bytes());
+    Some(base.join("host/dropin").join(format!("{key:016x}.cache")))
+}
+
+/// A stable hash for file names (std's hasher may change between Rust releases).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Reads every cache for `dir`, setting aside those that cannot be used.
+pub fn load(dir: &Path) -> LoadedCache {
+    let mut loaded = LoadedCache {
+        caches: Vec::new(),
+        read_from: Vec::new(),
+        corrupt: Vec::new(),
+    };
+    for place in locations(dir) {
+        let bytes = match std::fs::read(&place) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                loaded.corrupt.push(format!("{}: {e}", place.display()));
+                continue;
+            }
+        };
+        match CacheFile::parse(&bytes, dir) {
+            Ok(cache) => {
+                loaded.read_from.push(place);
+                loaded.caches.push(cache);
+            }
+            Err(Unusable::Outdated) => {}
+            Err(Unusable::Corrupt(why)) => {
+                loaded.corrupt.push(format!("{}: {why}", place.display()))
+            }
+        }
+    }
+    loaded
+}
+
+/// Writes the cache for `dir` to the first place that takes it; returns that place, or every
+/// place's error.
+pub fn save(dir: &Path, entries: BTreeMap<String, Entry>) -> Result<PathBuf, String> {
+    let bytes = CacheFile::new(dir, entries).to_bytes();
+    let mut errors = Vec::new();
+    for place in locations(dir) {
+        match write_atomically(&place, &bytes) {
+            Ok(()) => return Ok(place),
+            Err(e) => errors.push(format!("{}: {e}", place.display())),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+/// Temp file in the same directory, fsync, rename: readers see the old cache or the new one,
+/// never a half-written one, however many hosts write at once.
+fn write_atomically(place: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = place.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let temp = dir.join(format!(
+        ".{}.{}.{}.tmp",
+        place.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id(),
+        unique()
+    ));
+    let written = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, place)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
+}
+
+fn unique() -> u64 {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
