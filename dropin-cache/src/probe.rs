@@ -46,17 +46,19 @@ enum Report {
 pub fn run_probe_child(paths: &[PathBuf]) -> std::io::Result<()> {
     let mut reports = std::io::BufWriter::new(std::fs::File::from(take_stdout()?));
     for path in paths {
-        for report in [
-            Report::Loading(path.clone()),
-            Report::Described(path.clone(), describe(path)),
-        ] {
-            serde_json::to_writer(&mut reports, &report)?;
-            reports.write_all(b"\n")?;
-            // Each line must reach the parent before the next load can kill this process.
-            reports.flush()?;
-        }
+        send(&mut reports, &Report::Loading(path.clone()))?;
+        let outcome = describe(path);
+        send(&mut reports, &Report::Described(path.clone(), outcome))?;
     }
     Ok(())
+}
+
+/// Writes one report and flushes it: it must reach the parent before the next load can kill
+/// this process.
+fn send(reports: &mut impl Write, report: &Report) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *reports, report)?;
+    reports.write_all(b"\n")?;
+    reports.flush()
 }
 
 /// A new descriptor for stdout, with fd 1 itself pointed at /dev/null.
