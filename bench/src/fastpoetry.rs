@@ -21,11 +21,7 @@ const COLUMNS: [&str; 2] = ["host fastpoetry", "minimal tokio"];
 const SETTLE: Duration = Duration::from_millis(500);
 
 pub fn run(options: &Options) -> Result<(), String> {
-    let host = servers::locate(
-        "host",
-        options.host.as_deref(),
-        "run `cargo build --release` first, or pass --host PATH",
-    )?;
+    let host = servers::locate_host(options.host.as_deref())?;
     let baseline = servers::locate(
         "minimal-poetry",
         None,

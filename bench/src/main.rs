@@ -1,9 +1,10 @@
 //! `bench`: measures host's plugins against minimal baselines, in the same run.
 //!
-//! Usage: `bench SUBCOMMAND [--seconds S] [--rounds N] [--max-poems N] [--host PATH]`; run
-//! `cargo build --release` first, as bench starts the binaries it finds next to itself.
+//! Usage: `bench SUBCOMMAND [OPTIONS]` (see [`USAGE`]); run `cargo build --release` first, as
+//! bench starts the binaries it finds next to itself.
 
 mod fastpoetry;
+mod listing;
 mod load;
 mod report;
 mod scratch;
@@ -15,25 +16,43 @@ use std::time::Duration;
 
 const USAGE: &str =
     "usage: bench fastpoetry [--seconds S] [--rounds N] [--max-poems N] [--host PATH]
+       bench listing [--rounds N] [--fixture PATH] [--host PATH]
 
-  --seconds S    length of each measurement [default: 2]
-  --rounds N     repetitions of each measurement per server; the median is reported [default: 3]
-  --max-poems N  cap on the poems one measurement asks for [default: 100000]
-  --host PATH    the host binary [default: host next to bench]";
+fastpoetry: host's fastpoetry plugin against a minimal tokio server.
+listing: `host --plugin-dir DIR` listing 1 and 100 plugins, with and without DIR's
+dropin.cache, against `host --version`.
 
-/// Options shared by every benchmark.
+  --seconds S     length of each measurement [default: 2]
+  --rounds N      repetitions of each measurement, at most 1000; listing runs its cold
+                  listings in one round out of three [default: fastpoetry 3, listing 30]
+  --max-poems N   cap on the poems one measurement asks for [default: 100000]
+  --fixture PATH  the plugin listing copies 100 times
+                  [default: target/fixtures/release/libtraced.so]
+  --host PATH     the host binary [default: host next to bench]";
+/// Keeps a mistyped `--rounds` from running for days.
+const MAX_ROUNDS: usize = 1000;
+
+/// The options of all benchmarks; each takes some of them.
 pub struct Options {
     pub host: Option<PathBuf>,
     pub duration: Duration,
     pub rounds: usize,
     pub max_poems: usize,
+    pub fixture: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     println!("command: {}", args.join(" "));
     let result = match args.get(1).map(String::as_str) {
-        Some("fastpoetry") => parse_options(&args[2..]).and_then(|o| fastpoetry::run(&o)),
+        Some("fastpoetry") => {
+            let accepted = ["--seconds", "--rounds", "--max-poems", "--host"];
+            parse_options(&args[2..], &accepted, 3).and_then(|o| fastpoetry::run(&o))
+        }
+        Some("listing") => {
+            let accepted = ["--rounds", "--fixture", "--host"];
+            parse_options(&args[2..], &accepted, 30).and_then(|o| listing::run(&o))
+        }
         Some("-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -49,15 +68,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_options(args: &[String]) -> Result<Options, String> {
+/// Parses the options of a subcommand that takes those `accepted`.
+fn parse_options(args: &[String], accepted: &[&str], rounds: usize) -> Result<Options, String> {
     let mut options = Options {
         host: None,
         duration: Duration::from_secs(2),
-        rounds: 3,
+        rounds,
         max_poems: 100_000,
+        fixture: None,
     };
     let mut args = args.iter();
     while let Some(name) = args.next() {
+        if !accepted.contains(&name.as_str()) {
+            return Err(format!("unknown option {name}\n{USAGE}"));
+        }
         let value = args
             .next()
             .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))?;
@@ -72,9 +96,14 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                     .filter(|d| !d.is_zero())
                     .ok_or_else(invalid)?;
             }
-            "--rounds" => options.rounds = positive(value).ok_or_else(invalid)?,
+            "--rounds" => {
+                options.rounds = positive(value)
+                    .filter(|&n| n <= MAX_ROUNDS)
+                    .ok_or_else(invalid)?;
+            }
             "--max-poems" => options.max_poems = positive(value).ok_or_else(invalid)?,
-            _ => return Err(format!("unknown option {name}\n{USAGE}")),
+            "--fixture" => options.fixture = Some(PathBuf::from(value)),
+            _ => unreachable!("{name} is accepted but not parsed"),
         }
     }
     Ok(options)

@@ -1,5 +1,7 @@
-//! The result table: one row per measurement, the median of each server's rounds, and the
-//! median of the per-round ratios (paired by round, so a noisy round moves both sides).
+//! The result tables. Comparing two servers: one row per measurement, the median of each
+//! server's rounds, and the median of the per-round ratios (paired by round, so a noisy round
+//! moves both sides). Timing commands: one row per command, its median and 90th percentile,
+//! and the ratio of its median to the baseline's.
 
 /// One measurement: its samples, one per round, for the server under test and the baseline.
 pub struct Row {
@@ -24,19 +26,53 @@ pub fn print_table(columns: [&str; 2], rows: &[Row]) {
     }
 }
 
-/// The median of the finite samples; NaN if there are none.
-fn median(samples: &[f64]) -> f64 {
-    let mut sorted: Vec<f64> = samples.iter().copied().filter(|s| s.is_finite()).collect();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+/// One command's wall times, in ms.
+pub struct Timing {
+    pub label: String,
+    pub samples: Vec<f64>,
+}
+
+/// Prints `rows` as a Markdown table; the first row is the baseline the ratios divide by.
+pub fn print_timings(rows: &[Timing]) {
+    let Some(baseline) = rows.first() else {
+        return;
+    };
+    let baseline_median = median(&baseline.samples);
+    println!(
+        "| measurement | median ms | p90 ms | ratio to {} |",
+        baseline.label
+    );
+    println!("|---|---:|---:|---:|");
+    for Timing { label, samples } in rows {
+        println!(
+            "| {label} | {} | {} | {} |",
+            format_value(median(samples)),
+            format_value(quantile(samples, 0.9)),
+            format_ratio(median(samples) / baseline_median),
+        );
     }
 }
 
+/// The median of the finite samples; NaN if there are none.
+pub fn median(samples: &[f64]) -> f64 {
+    quantile(samples, 0.5)
+}
+
+/// The `q` quantile of the finite samples, interpolating between the two nearest (so the
+/// median of an even count is the mean of the middle two); NaN if there are none.
+fn quantile(samples: &[f64], q: f64) -> f64 {
+    let mut sorted: Vec<f64> = samples.iter().copied().filter(|s| s.is_finite()).collect();
+    sorted.sort_by(f64::total_cmp);
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return f64::NAN;
+    };
+    let rank = q * last as f64;
+    let (below, above) = (sorted[rank.floor() as usize], sorted[rank.ceil() as usize]);
+    below + (above - below) * rank.fract()
+}
+
 /// Three significant digits or so: enough for noisy numbers, no more.
-fn format_value(value: f64) -> String {
+pub fn format_value(value: f64) -> String {
     match value.abs() {
         v if v.is_nan() => "–".to_owned(),
         v if v >= 100.0 => format!("{value:.0}"),

@@ -161,6 +161,15 @@ fn last_line(path: &Path) -> String {
     line.unwrap_or("(nothing on stderr)").to_owned()
 }
 
+/// The host binary: `explicit` if given, else the one cargo built beside bench.
+pub fn locate_host(explicit: Option<&Path>) -> Result<PathBuf, String> {
+    locate(
+        "host",
+        explicit,
+        "run `cargo build --release` first, or pass --host PATH",
+    )
+}
+
 /// `explicit` if given, else the binary `name` next to the running executable, where cargo
 /// puts every binary of the workspace; `build` says how to make it when it is missing.
 pub fn locate(name: &str, explicit: Option<&Path>, build: &str) -> Result<PathBuf, String> {
@@ -170,6 +179,11 @@ pub fn locate(name: &str, explicit: Option<&Path>, build: &str) -> Result<PathBu
             .map_err(|e| format!("cannot find bench itself: {e}"))?
             .with_file_name(name),
     };
+    require_file(name, path, build)
+}
+
+/// `path` if it is a file, else an error saying how to `build` it.
+pub fn require_file(name: &str, path: PathBuf, build: &str) -> Result<PathBuf, String> {
     if path.is_file() {
         Ok(path)
     } else {

@@ -2,8 +2,9 @@
 //!
 //! Parsing happens in two steps, as with twistd: the global options are parsed first (they say
 //! where to look for plugins), then the named plugin's options, with a `clap::Command` built from
-//! its option specs.
+//! its option specs. twistd's option names are kept where they make sense.
 
+use crate::logging::LineFormat;
 use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -12,11 +13,12 @@ use std::time::Duration;
 /// The global options, parsed.
 pub struct GlobalOptions {
     pub help: bool,
-    pub nodaemon: bool,
     pub plugin_dirs: Vec<PathBuf>,
     pub plugins_report: bool,
     pub probe_timeout: Duration,
     pub verbosity: Verbosity,
+    pub log: LogOptions,
+    pub process: ProcessOptions,
     /// The plugin's name and everything after it.
     pub plugin: Option<(String, Vec<OsString>)>,
 }
@@ -28,6 +30,30 @@ pub struct Verbosity {
     pub quiet: u8,
 }
 
+/// Where and how to log.
+pub struct LogOptions {
+    /// `None`: the default (`host.log` as a daemon, stdout with `-n`); `-` is stdout.
+    pub logfile: Option<PathBuf>,
+    pub rotate_size: u64,
+    pub keep: usize,
+    pub format: LineFormat,
+    pub syslog: bool,
+    pub prefix: String,
+}
+
+/// How the process lives: daemon or not, pid file, privileges, shutdown.
+pub struct ProcessOptions {
+    pub nodaemon: bool,
+    /// `None` when `--pidfile ''` asks for no pid file.
+    pub pidfile: Option<PathBuf>,
+    pub uid: Option<String>,
+    pub gid: Option<String>,
+    pub umask: Option<u32>,
+    pub rundir: PathBuf,
+    pub chroot: Option<PathBuf>,
+    pub shutdown_timeout: Duration,
+}
+
 pub fn command() -> Command {
     Command::new("host")
         .version(env!("CARGO_PKG_VERSION"))
@@ -36,71 +62,114 @@ pub fn command() -> Command {
         .disable_help_flag(true)
         .allow_external_subcommands(true)
         .external_subcommand_value_parser(value_parser!(OsString))
+        .arg(flag("help", Some('h'), "Print this help, with every plugin found"))
+        .next_help_heading("Process")
+        .arg(flag("nodaemon", Some('n'), "Run in the foreground, logging to stdout"))
         .arg(
-            Arg::new("help")
-                .short('h')
-                .long("help")
-                .action(ArgAction::SetTrue)
-                .help("Print this help, with every plugin found"),
+            value("pidfile", None, "FILE", "Write the process id to FILE, locked while running; '' for none")
+                .default_value("host.pid"),
+        )
+        .arg(value("uid", Some('u'), "USER", "After binding ports, switch to USER (a name or number; needs root)"))
+        .arg(value("gid", Some('g'), "GROUP", "After binding ports, switch to GROUP [default: USER's group]"))
+        .arg(
+            value("umask", None, "MASK", "The umask, in octal [default: 0077 as a daemon, unchanged with -n]")
+                .value_parser(parse_umask),
         )
         .arg(
-            Arg::new("nodaemon")
-                .short('n')
-                .long("nodaemon")
-                .action(ArgAction::SetTrue)
-                .help("Run in the foreground, logging to stdout"),
-        )
-        .arg(
-            Arg::new("plugin-dir")
-                .long("plugin-dir")
-                .value_name("DIR")
-                .action(ArgAction::Append)
+            value("rundir", Some('d'), "DIR", "Change to DIR before running; relative --logfile and --pidfile are inside it")
                 .value_parser(value_parser!(PathBuf))
-                .help("Look for plugins in DIR first (repeatable); then HOST_PLUGIN_PATH, then beside the executable"),
+                .default_value("."),
         )
         .arg(
-            Arg::new("plugins-report")
-                .long("plugins-report")
-                .action(ArgAction::SetTrue)
-                .help("Explain discovery: every directory searched, every candidate file and its status, and where each plugin comes from"),
+            value("chroot", None, "DIR", "Chroot to DIR after binding ports, before dropping privileges")
+                .value_parser(value_parser!(PathBuf)),
         )
         .arg(
-            Arg::new("probe-timeout")
-                .long("probe-timeout")
-                .value_name("SECONDS")
-                .default_value("5")
+            value("shutdown-timeout", None, "SECONDS", "How long in-flight work may take to finish on SIGINT/SIGTERM")
                 .value_parser(parse_seconds)
-                .help("How long loading one new or changed plugin library may take before it is reported as hung"),
+                .default_value("10"),
+        )
+        .next_help_heading("Logging")
+        .arg(
+            value("logfile", Some('l'), "FILE", "Log to FILE, '-' for stdout [default: host.log as a daemon, stdout with -n]")
+                .value_parser(value_parser!(PathBuf)),
         )
         .arg(
-            Arg::new("verbose")
-                .short('v')
-                .long("verbose")
+            value("log-rotate-size", None, "BYTES", "Rotate the log file when it would grow past BYTES; 0 never")
+                .value_parser(value_parser!(u64))
+                .default_value("1000000"),
+        )
+        .arg(
+            value("log-keep", None, "N", "How many rotated log files to keep (host.log.1 … host.log.N)")
+                .value_parser(value_parser!(usize))
+                .default_value("10"),
+        )
+        .arg(
+            value("log-format", None, "FORMAT", "Log lines as twistd's text or as one JSON object each")
+                .value_parser(["text", "json"])
+                .default_value("text"),
+        )
+        .arg(flag("syslog", None, "Log to syslog instead of a file"))
+        .arg(value("prefix", None, "PREFIX", "The syslog identity").default_value("host"))
+        .arg(flag("verbose", Some('v'), "Log more: -v for debug, -vv for trace").action(ArgAction::Count))
+        .arg(
+            flag("quiet", Some('q'), "Log less: -q for warnings and errors only, -qq for errors only")
                 .action(ArgAction::Count)
-                .help("Log more: -v for debug, -vv for trace"),
+                .conflicts_with("verbose"),
         )
         .arg(
-            Arg::new("quiet")
-                .short('q')
-                .long("quiet")
-                .action(ArgAction::Count)
-                .conflicts_with("verbose")
-                .help("Log less: -q for warnings and errors only, -qq for errors only"),
-        )
-        .arg(
-            Arg::new("log-level")
-                .long("log-level")
-                .value_name("LEVEL")
+            value("log-level", None, "LEVEL", "Log at LEVEL [default: info, or RUST_LOG when set]")
                 .value_parser(["off", "error", "warn", "info", "debug", "trace"])
-                .conflicts_with_all(["verbose", "quiet"])
-                .help("Log at LEVEL [default: info, or RUST_LOG when set]"),
+                .conflicts_with_all(["verbose", "quiet"]),
+        )
+        .next_help_heading("Discovery")
+        .arg(
+            value("plugin-dir", None, "DIR", "Look for plugins in DIR first (repeatable); then HOST_PLUGIN_PATH, then beside the executable")
+                .action(ArgAction::Append)
+                .value_parser(value_parser!(PathBuf)),
+        )
+        .arg(flag(
+            "plugins-report",
+            None,
+            "Explain discovery: every directory searched, every candidate file and its status, and where each plugin comes from",
+        ))
+        .arg(
+            value("probe-timeout", None, "SECONDS", "How long loading one new or changed plugin library may take before it is reported as hung")
+                .default_value("5")
+                .value_parser(parse_seconds),
         )
 }
 
+fn flag(name: &'static str, short: Option<char>, help: &'static str) -> Arg {
+    let arg = Arg::new(name)
+        .long(name)
+        .action(ArgAction::SetTrue)
+        .help(help);
+    match short {
+        Some(letter) => arg.short(letter),
+        None => arg,
+    }
+}
+
+fn value(
+    name: &'static str,
+    short: Option<char>,
+    value_name: &'static str,
+    help: &'static str,
+) -> Arg {
+    let arg = Arg::new(name).long(name).value_name(value_name).help(help);
+    match short {
+        Some(letter) => arg.short(letter),
+        None => arg,
+    }
+}
+
 pub fn parse(matches: &ArgMatches) -> GlobalOptions {
+    let string = |id: &str| matches.get_one::<String>(id).cloned();
+    let path = |id: &str| matches.get_one::<PathBuf>(id).cloned();
+    let defaulted = |id: &str| *matches.get_one::<u64>(id).expect("has a default");
     GlobalOptions {
         help: matches.get_flag("help"),
-        nodaemon: matches.get_flag("nodaemon"),
         plugin_dirs: matches
             .get_many::<PathBuf>("plugin-dir")
             .map(|dirs| dirs.cloned().collect())
@@ -110,9 +179,34 @@ pub fn parse(matches: &ArgMatches) -> GlobalOptions {
             .get_one::<Duration>("probe-timeout")
             .expect("has a default"),
         verbosity: Verbosity {
-            log_level: matches.get_one::<String>("log-level").cloned(),
+            log_level: string("log-level"),
             verbose: matches.get_count("verbose"),
             quiet: matches.get_count("quiet"),
+        },
+        log: LogOptions {
+            logfile: path("logfile"),
+            rotate_size: defaulted("log-rotate-size"),
+            keep: *matches.get_one::<usize>("log-keep").expect("has a default"),
+            format: match string("log-format").as_deref() {
+                Some("json") => LineFormat::Json,
+                _ => LineFormat::Text,
+            },
+            syslog: matches.get_flag("syslog"),
+            prefix: string("prefix").expect("has a default"),
+        },
+        process: ProcessOptions {
+            nodaemon: matches.get_flag("nodaemon"),
+            pidfile: string("pidfile")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+            uid: string("uid"),
+            gid: string("gid"),
+            umask: matches.get_one::<u32>("umask").copied(),
+            rundir: path("rundir").expect("has a default"),
+            chroot: path("chroot"),
+            shutdown_timeout: *matches
+                .get_one::<Duration>("shutdown-timeout")
+                .expect("has a default"),
         },
         plugin: matches.subcommand().map(|(name, rest)| {
             let args = rest
@@ -131,4 +225,11 @@ fn parse_seconds(value: &str) -> Result<Duration, String> {
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("'{value}' is not a positive number of seconds"))
+}
+
+fn parse_umask(value: &str) -> Result<u32, String> {
+    u32::from_str_radix(value, 8)
+        .ok()
+        .filter(|mask| *mask <= 0o777)
+        .ok_or_else(|| format!("'{value}' is not an octal umask such as 0022"))
 }

@@ -6,10 +6,12 @@
 
 mod application;
 mod cli;
+mod launch;
 mod logging;
 mod plugin_host;
 mod plugin_options;
 mod plugins_report;
+mod process;
 mod resource_limits;
 mod usage;
 
@@ -17,15 +19,14 @@ use dropin_cache::{discover, Discovery, LoadError, Prober, SearchPath};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tracing::info;
 
 /// The hidden subcommand a probe child runs: `host __probe-plugins FILE...`.
 const PROBE_SUBCOMMAND: &str = "__probe-plugins";
 
 /// A reason to stop early: the message for stderr (if any) and the exit code.
-struct Exit {
+pub struct Exit {
     code: u8,
-    message: String,
+    message: Option<String>,
 }
 
 impl Exit {
@@ -33,7 +34,7 @@ impl Exit {
     fn usage(message: impl Into<String>) -> Self {
         Self {
             code: 2,
-            message: message.into(),
+            message: Some(message.into()),
         }
     }
 
@@ -41,7 +42,15 @@ impl Exit {
     fn failure(message: impl Into<String>) -> Self {
         Self {
             code: 1,
-            message: message.into(),
+            message: Some(message.into()),
+        }
+    }
+
+    /// An exit whose reason was already given elsewhere.
+    fn silent(code: u8) -> Self {
+        Self {
+            code,
+            message: None,
         }
     }
 }
@@ -58,7 +67,9 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(exit) => {
-            eprintln!("host: {}", exit.message);
+            if let Some(message) = exit.message {
+                eprintln!("host: {message}");
+            }
             ExitCode::from(exit.code)
         }
     }
@@ -69,7 +80,7 @@ fn run(args: Vec<OsString>) -> Result<(), Exit> {
     let matches = command
         .try_get_matches_from_mut(args)
         .unwrap_or_else(|e| e.exit());
-    let options = cli::parse(&matches);
+    let mut options = cli::parse(&matches);
     let exe = std::env::current_exe()
         .map_err(|e| Exit::failure(format!("cannot find the host executable: {e}")))?;
     let search_path = SearchPath::new(
@@ -89,7 +100,7 @@ fn run(args: Vec<OsString>) -> Result<(), Exit> {
     }
     report_problems(&discovery);
 
-    let Some((tapname, args)) = options.plugin.filter(|_| !options.help) else {
+    let Some((tapname, args)) = options.plugin.take().filter(|_| !options.help) else {
         print!("{}", usage::render(command, &discovery));
         return Ok(());
     };
@@ -100,32 +111,9 @@ fn run(args: Vec<OsString>) -> Result<(), Exit> {
     let plugin_matches = plugin_options::command(plugin, &specs)
         .try_get_matches_from(std::iter::once(OsString::from(&tapname)).chain(args))
         .unwrap_or_else(|e| e.exit());
-    if !options.nodaemon {
-        return Err(Exit::usage(
-            "daemon mode is not available yet; run in the foreground with -n/--nodaemon",
-        ));
-    }
-
-    let filter = logging::filter(&options.verbosity).map_err(Exit::usage)?;
-    let max_level = logging::init_stdout(filter);
-    info!("Log opened.");
-    info!(
-        "host {} ({}) starting up with plugin {tapname} ({}).",
-        env!("CARGO_PKG_VERSION"),
-        exe.display(),
-        plugin.path.display()
-    );
-    let maker = plugin
-        .load()
-        .map_err(|e| Exit::failure(format!("{}: {e}", plugin.path.display())))?;
-    let (ended_tx, ended_rx) = tokio::sync::mpsc::unbounded_channel();
-    let context = plugin_host::context(&tapname, max_level, ended_tx);
     let values = plugin_options::values(&specs, &plugin_matches);
-    let service = (maker.make_service())(values.into(), context)
-        .into_result()
-        .map_err(|e| Exit::failure(format!("{tapname}: {e}")))?;
-    resource_limits::raise_open_files();
-    application::run(service, ended_rx).map_err(Exit::failure)
+    let plugin = plugin.clone();
+    launch::launch(&plugin, values, &options, &exe)
 }
 
 /// Broken and shadowed plugins get one line each, as do cache problems; files that are not

@@ -94,11 +94,30 @@ impl Drop for TempDir {
     }
 }
 
-/// A `host` command with a clean environment: no plugin path or log filter from the caller.
+/// Where each `host` runs unless a test says otherwise: a fresh directory per process, so
+/// the default pid file (`host.pid`, in the working directory) never collides between tests.
+fn runs_root() -> PathBuf {
+    std::env::temp_dir().join("host-e2e-runs")
+}
+
+fn fresh_run_dir() -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = runs_root().join(format!("{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A `host` command with a clean environment (no plugin path, log filter or systemd variables
+/// from the caller), run in a fresh directory.
 pub fn host_command(args: &[&str]) -> Command {
     let mut command = Command::new(host_bin());
     command
         .args(args)
+        .current_dir(fresh_run_dir())
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
         .env_remove("HOST_PLUGIN_PATH")
         .env_remove("RUST_LOG")
         .env_remove("RUST_BACKTRACE")
@@ -177,6 +196,8 @@ pub struct Running {
     child: Child,
     stdout: Arc<Lines>,
     stderr: Arc<Lines>,
+    /// The fresh directory it ran in, removed on drop.
+    run_dir: Option<PathBuf>,
 }
 
 impl Running {
@@ -195,10 +216,15 @@ impl Running {
         let stderr = Arc::new(Lines::default());
         stdout.collect(child.stdout.take().unwrap());
         stderr.collect(child.stderr.take().unwrap());
+        let run_dir = command
+            .get_current_dir()
+            .filter(|dir| dir.starts_with(runs_root()))
+            .map(Path::to_path_buf);
         Self {
             child,
             stdout,
             stderr,
+            run_dir,
         }
     }
 
@@ -277,6 +303,9 @@ impl Drop for Running {
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        if let Some(dir) = &self.run_dir {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -130,18 +130,6 @@ fn invalid_rust_log_is_a_usage_error() {
 }
 
 #[test]
-fn daemon_mode_is_refused_until_it_exists() {
-    let out = run_host(&["fastpoetry", "--port", "0"]);
-    assert_eq!(out.code(), Some(2), "{out:?}");
-    assert!(
-        out.stderr.contains("daemon mode is not available yet"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("-n/--nodaemon"), "{}", out.stderr);
-}
-
-#[test]
 fn an_unreadable_poem_is_one_line_and_exit_1_before_anything_listens() {
     let dir = TempDir::new("poem");
     let missing = dir.join("missing.txt");

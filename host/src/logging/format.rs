@@ -1,0 +1,91 @@
+//! How one event becomes one line: twistd's text format, or one JSON object for log pipelines.
+
+use serde_json::{Map, Value};
+use std::fmt::{self, Write as _};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The line formats `--log-format` offers, plus the one syslog gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineFormat {
+    /// `2026-11-21T22:57:14+0000 [system] message`, as twistd writes.
+    Text,
+    /// `[system] message`: syslog stamps the time itself.
+    TextWithoutTime,
+    /// `{"time":…,"level":…,"system":…,"message":…}` and any other fields.
+    Json,
+}
+
+const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%z";
+
+impl<S, N> FormatEvent<S, N> for LineFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let level = *event.metadata().level();
+        let system = fields.system.as_deref().unwrap_or("-");
+        if *self == Self::Json {
+            let mut object = Map::new();
+            object.insert(
+                "time".into(),
+                chrono::Local::now().format(TIME_FORMAT).to_string().into(),
+            );
+            object.insert("level".into(), level.as_str().to_ascii_lowercase().into());
+            object.insert("system".into(), system.into());
+            object.insert("message".into(), fields.message.into());
+            for (name, value) in fields.rest {
+                object.entry(name).or_insert(value.into());
+            }
+            return writeln!(writer, "{}", Value::Object(object));
+        }
+        if *self == Self::Text {
+            write!(writer, "{} ", chrono::Local::now().format(TIME_FORMAT))?;
+        }
+        let prefix = match level {
+            Level::ERROR => "error: ",
+            Level::WARN => "warning: ",
+            _ => "",
+        };
+        write!(writer, "[{system}] {prefix}{}", fields.message)?;
+        for (name, value) in &fields.rest {
+            write!(writer, " {name}={value}")?;
+        }
+        writeln!(writer)
+    }
+}
+
+/// An event's fields: `system` and `message` are placed as twistd places them, the rest follow.
+#[derive(Default)]
+struct Fields {
+    system: Option<String>,
+    message: String,
+    rest: Vec<(String, String)>,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "system" => self.system = Some(value.to_string()),
+            "message" => self.message.push_str(value),
+            name => self.rest.push((name.to_string(), value.to_string())),
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let mut text = String::new();
+        let _ = write!(text, "{value:?}");
+        self.record_str(field, &text);
+    }
+}
