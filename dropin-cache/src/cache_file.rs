@@ -27,17 +27,40 @@ pub type Outcome = Result<PluginRecord, LoadError>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileStat {
     pub size: u64,
-    pub mtime_ns: i128,
+    pub mtime_ns: i64,
     pub dev: u64,
     pub ino: u64,
 }
 
 impl FileStat {
+    /// The stat of the regular file at `path` (following symlinks); an error for anything else.
     pub fn of(path: &Path) -> std::io::Result<Self> {
-        let meta = std::fs::metadata(path)?;
+        Self::from_metadata(&std::fs::metadata(path)?)
+    }
+
+    /// The stat of a directory entry, without walking its path again unless it is a symlink.
+    pub fn of_entry(entry: &std::fs::DirEntry) -> std::io::Result<Self> {
+        let meta = entry.metadata()?;
+        if meta.is_symlink() {
+            return Self::of(&entry.path());
+        }
+        Self::from_metadata(&meta)
+    }
+
+    fn from_metadata(meta: &std::fs::Metadata) -> std::io::Result<Self> {
+        if !meta.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
         Ok(Self {
             size: meta.size(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            // Nanoseconds since the epoch fit an i64 until the year 2262.
+            mtime_ns: meta
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.mtime_nsec()),
             dev: meta.dev(),
             ino: meta.ino(),
         })
@@ -61,7 +84,7 @@ pub struct CacheFile {
     /// another directory is not trusted).
     pub directory: PathBuf,
     /// When the cache was written, in ns since the Unix epoch.
-    pub written_ns: i128,
+    pub written_ns: i64,
     /// By file name within the directory.
     pub entries: BTreeMap<String, Entry>,
 }
@@ -75,12 +98,24 @@ pub enum Unusable {
     Corrupt(String),
 }
 
-/// Just enough of the file to know whether the rest is worth parsing.
+/// Just enough of the file to tell a cache of another version from a corrupt one.
 #[derive(Deserialize)]
 struct Header {
     format: u32,
     interface: String,
     directory: PathBuf,
+}
+
+impl Header {
+    fn matches(&self, directory: &Path) -> bool {
+        Self::matches_fields(self.format, &self.interface, &self.directory, directory)
+    }
+
+    fn matches_fields(format: u32, interface: &str, described: &Path, directory: &Path) -> bool {
+        format == FORMAT_VERSION
+            && interface == plugin_api::INTERFACE_VERSION
+            && described == directory
+    }
 }
 
 impl CacheFile {
@@ -96,36 +131,46 @@ impl CacheFile {
 
     /// Parses a cache for `directory`; never panics, whatever the bytes.
     pub fn parse(bytes: &[u8], directory: &Path) -> Result<Self, Unusable> {
-        let header: Header =
-            serde_json::from_slice(bytes).map_err(|e| Unusable::Corrupt(e.to_string()))?;
-        if header.format != FORMAT_VERSION
-            || header.interface != plugin_api::INTERFACE_VERSION
-            || header.directory != directory
-        {
-            return Err(Unusable::Outdated);
+        match serde_json::from_slice::<Self>(bytes) {
+            Ok(cache) if cache.describes(directory) => Ok(cache),
+            Ok(_) => Err(Unusable::Outdated),
+            // Another format may not parse as this one: only a header that does not parse
+            // either makes the file corrupt.
+            Err(error) => match serde_json::from_slice::<Header>(bytes) {
+                Ok(header) if !header.matches(directory) => Err(Unusable::Outdated),
+                _ => Err(Unusable::Corrupt(error.to_string())),
+            },
         }
-        serde_json::from_slice(bytes).map_err(|e| Unusable::Corrupt(e.to_string()))
     }
 
+    fn describes(&self, directory: &Path) -> bool {
+        Header::matches_fields(self.format, &self.interface, &self.directory, directory)
+    }
+
+    /// Compact JSON: the cache is read on every listing, and `jq` makes it readable.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut bytes = serde_json::to_vec_pretty(self).expect("a cache always serializes");
+        let mut bytes = serde_json::to_vec(self).expect("a cache always serializes");
         bytes.push(b'\n');
         bytes
     }
 
-    /// The entry for `name`, if it still describes the file whose stat is `stat`.
-    pub fn valid_entry(&self, name: &str, stat: &FileStat) -> Option<&Entry> {
-        let old_enough = self.written_ns - stat.mtime_ns >= FRESHNESS.as_nanos() as i128;
+    /// Removes the entry for `name`, returning its outcome if it still describes the file
+    /// whose stat is `stat`. Taking rather than copying leaves only the entries of files that
+    /// are gone.
+    pub fn take_valid(&mut self, name: &str, stat: &FileStat) -> Option<Outcome> {
+        let old_enough =
+            self.written_ns.saturating_sub(stat.mtime_ns) >= FRESHNESS.as_nanos() as i64;
         self.entries
-            .get(name)
+            .remove(name)
             .filter(|entry| entry.stat == *stat && old_enough)
+            .map(|entry| entry.outcome)
     }
 }
 
-fn now_ns() -> i128 {
+fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 
@@ -141,12 +186,7 @@ mod tests {
             dev: 2,
             ino: 3,
         };
-        let plugin = PluginRecord {
-            tapname: "x".into(),
-            description: "d".into(),
-            options: vec![],
-            interface_version: "1.0.0".into(),
-        };
+        let plugin = PluginRecord::new("x", "d", &[], "1.0.0");
         let entries = BTreeMap::from([
             (
                 "libx.so".to_string(),
@@ -209,12 +249,14 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_valid_only_for_the_same_stat_and_an_old_enough_file() {
-        let mut cache = sample();
-        let stat = cache.entries["libx.so"].stat;
-        cache.written_ns = stat.mtime_ns + FRESHNESS.as_nanos() as i128;
-        assert!(cache.valid_entry("libx.so", &stat).is_some());
-        assert!(cache.valid_entry("libz.so", &stat).is_none());
+    fn an_entry_is_taken_only_for_the_same_stat_and_an_old_enough_file() {
+        let mut written = sample();
+        let stat = written.entries["libx.so"].stat;
+        written.written_ns = stat.mtime_ns + FRESHNESS.as_nanos() as i64;
+        let mut cache = written.clone();
+        assert!(cache.take_valid("libx.so", &stat).is_some());
+        assert!(cache.take_valid("libx.so", &stat).is_none(), "taken");
+        assert!(cache.take_valid("libz.so", &stat).is_none());
         for changed in [
             FileStat { size: 11, ..stat },
             FileStat {
@@ -224,14 +266,16 @@ mod tests {
             FileStat { dev: 9, ..stat },
             FileStat { ino: 9, ..stat },
         ] {
+            let mut cache = written.clone();
             assert!(
-                cache.valid_entry("libx.so", &changed).is_none(),
+                cache.take_valid("libx.so", &changed).is_none(),
                 "{changed:?}"
             );
         }
+        cache = written;
         cache.written_ns -= 1;
         assert!(
-            cache.valid_entry("libx.so", &stat).is_none(),
+            cache.take_valid("libx.so", &stat).is_none(),
             "written too soon after the file"
         );
     }

@@ -5,7 +5,7 @@
 //! cache directory instead, keyed by the plugin directory's path; when neither can be written
 //! the host still works, probing what changed on every run.
 
-use crate::cache_file::{CacheFile, Entry, FileStat, Unusable};
+use crate::cache_file::{CacheFile, Entry, FileStat, Outcome, Unusable};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,16 +25,19 @@ pub struct LoadedCache {
 }
 
 impl LoadedCache {
-    /// The cached entry for `name`, if a cache still describes the file with this stat.
-    pub fn valid_entry(&self, name: &str, stat: &FileStat) -> Option<&Entry> {
-        self.caches.iter().find_map(|c| c.valid_entry(name, stat))
+    /// Takes `name`'s entry out of every cache; its outcome if one still describes the file.
+    pub fn take_valid(&mut self, name: &str, stat: &FileStat) -> Option<Outcome> {
+        let mut found = None;
+        for cache in &mut self.caches {
+            let taken = cache.take_valid(name, stat);
+            found = found.or(taken);
+        }
+        found
     }
 
-    /// The names of every file any cache describes.
-    pub fn entry_names(&self) -> impl Iterator<Item = &str> {
-        self.caches
-            .iter()
-            .flat_map(|c| c.entries.keys().map(String::as_str))
+    /// Whether a cache still describes files that were not taken: files that are gone.
+    pub fn describes_missing_files(&self) -> bool {
+        self.caches.iter().any(|c| !c.entries.is_empty())
     }
 }
 

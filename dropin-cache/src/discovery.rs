@@ -11,31 +11,32 @@ use plugin_api::abi::{OptionSpec, ServiceMakerRef};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// A usable plugin: the winner for its tapname.
-#[derive(Debug, Clone)]
-pub struct Plugin {
+/// A usable plugin: the winner for its tapname, borrowed from the [`Discovery`].
+#[derive(Debug, Clone, Copy)]
+pub struct Plugin<'a> {
     /// The library file.
-    pub path: PathBuf,
+    pub path: &'a Path,
     /// What it offers.
-    pub record: PluginRecord,
+    pub record: &'a PluginRecord,
 }
 
-impl Plugin {
-    pub fn tapname(&self) -> &str {
+impl<'a> Plugin<'a> {
+    pub fn tapname(&self) -> &'a str {
         &self.record.tapname
     }
 
-    pub fn description(&self) -> &str {
+    pub fn description(&self) -> &'a str {
         &self.record.description
     }
 
-    pub fn options(&self) -> Vec<OptionSpec> {
+    /// The plugin's options; an error only if the cache entry was tampered with.
+    pub fn options(&self) -> Result<Vec<OptionSpec>, String> {
         self.record.option_specs()
     }
 
     /// Loads the library into this process: the only time the host runs a plugin's code.
     pub fn load(&self) -> Result<ServiceMakerRef, LoadError> {
-        load_service_maker(&self.path)
+        load_service_maker(self.path)
     }
 }
 
@@ -75,16 +76,28 @@ pub struct Discovery {
     pub dirs: Vec<SearchedDir>,
     /// Every candidate, in search order.
     pub candidates: Vec<Candidate>,
-    /// The usable plugins, sorted by tapname.
-    pub plugins: Vec<Plugin>,
+    /// The candidates that win their tapname, by index, sorted by tapname.
+    winners: Vec<usize>,
     /// Problems with caches, one line each (corrupt caches; no writable cache, said once).
     pub warnings: Vec<String>,
 }
 
 impl Discovery {
+    /// The usable plugins, sorted by tapname.
+    pub fn plugins(&self) -> impl ExactSizeIterator<Item = Plugin<'_>> + Clone {
+        self.winners.iter().map(|&index| {
+            let candidate = &self.candidates[index];
+            let record = candidate.outcome.as_ref().expect("winners offer a plugin");
+            Plugin {
+                path: &candidate.path,
+                record,
+            }
+        })
+    }
+
     /// The plugin with this tapname.
-    pub fn find(&self, tapname: &str) -> Option<&Plugin> {
-        self.plugins.iter().find(|p| p.tapname() == tapname)
+    pub fn find(&self, tapname: &str) -> Option<Plugin<'_>> {
+        self.plugins().find(|p| p.tapname() == tapname)
     }
 
     /// The directories searched, in order.
@@ -99,7 +112,7 @@ pub fn discover(search_path: &SearchPath, prober: &Prober) -> Discovery {
     let mut discovery = Discovery {
         dirs: Vec::new(),
         candidates: Vec::new(),
-        plugins: Vec::new(),
+        winners: Vec::new(),
         warnings: Vec::new(),
     };
     let mut unwritable = Vec::new();
@@ -135,7 +148,7 @@ fn scan(
     if !searched.exists {
         return (searched, Vec::new());
     }
-    let cache = cache_store::load(dir);
+    let mut cache = cache_store::load(dir);
     warnings.extend(
         cache
             .corrupt
@@ -144,50 +157,50 @@ fn scan(
     );
     searched.cache_read.clone_from(&cache.read_from);
 
+    // In name order: each file with its stat and, if the cache still describes it, its outcome.
+    let files: Vec<(PathBuf, String, FileStat, Option<Outcome>)> = candidate_files(dir)
+        .into_iter()
+        .map(|(name, path, stat)| {
+            let cached = cache.take_valid(&name, &stat);
+            (path, name, stat, cached)
+        })
+        .collect();
+    let to_probe: Vec<PathBuf> = files
+        .iter()
+        .filter(|(.., cached)| cached.is_none())
+        .map(|(path, ..)| path.clone())
+        .collect();
+    let mut probed = prober.probe(&to_probe);
+    let deleted = cache.describes_missing_files();
     let mut entries = BTreeMap::new();
-    let mut to_probe = Vec::new();
-    let mut candidates = Vec::new();
-    for path in candidate_files(dir) {
-        let (Some(name), Ok(stat)) = (file_name(&path), FileStat::of(&path)) else {
-            continue;
-        };
-        match cache.valid_entry(&name, &stat) {
-            Some(entry) => {
-                candidates.push(Candidate {
-                    path,
-                    source: Source::Cached,
-                    outcome: entry.outcome.clone(),
-                    shadowed_by: None,
-                });
-                entries.insert(name, entry.clone());
+    let mut candidates = Vec::with_capacity(files.len());
+    for (path, name, stat, cached) in files {
+        let (source, outcome) = match cached {
+            Some(outcome) => (Source::Cached, outcome),
+            None => {
+                let outcome = probed
+                    .remove(&path)
+                    .expect("the prober answers for every path");
+                (Source::Probed, outcome)
             }
-            None => to_probe.push((path, name, stat)),
+        };
+        if !to_probe.is_empty() || deleted {
+            entries.insert(
+                name,
+                Entry {
+                    stat,
+                    outcome: outcome.clone(),
+                },
+            );
         }
-    }
-    let paths: Vec<PathBuf> = to_probe.iter().map(|(path, ..)| path.clone()).collect();
-    let mut probed = prober.probe(&paths);
-    for (path, name, stat) in to_probe {
-        let outcome = probed
-            .remove(&path)
-            .expect("the prober answers for every path");
-        entries.insert(
-            name,
-            Entry {
-                stat,
-                outcome: outcome.clone(),
-            },
-        );
         candidates.push(Candidate {
             path,
-            source: Source::Probed,
+            source,
             outcome,
             shadowed_by: None,
         });
     }
-    candidates.sort_by(|a, b| a.path.cmp(&b.path));
-
-    let deleted = cache.entry_names().any(|name| !entries.contains_key(name));
-    if !paths.is_empty() || deleted {
+    if !to_probe.is_empty() || deleted {
         match cache_store::save(dir, entries) {
             Ok(place) => searched.cache_written = Some(place),
             Err(why) => unwritable.push(why),
@@ -198,45 +211,45 @@ fn scan(
 
 /// Marks shadowed candidates and collects the winners, sorted by tapname.
 fn choose_winners(discovery: &mut Discovery) {
-    let mut winners: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for candidate in &mut discovery.candidates {
-        let Ok(record) = &candidate.outcome else {
-            continue;
-        };
-        match winners.get(&record.tapname) {
-            Some(winner) => candidate.shadowed_by = Some(winner.clone()),
-            None => {
-                winners.insert(record.tapname.clone(), candidate.path.clone());
-                discovery.plugins.push(Plugin {
-                    path: candidate.path.clone(),
-                    record: record.clone(),
-                });
+    let mut winners: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut shadowed = Vec::new();
+    for (index, candidate) in discovery.candidates.iter().enumerate() {
+        if let Ok(record) = &candidate.outcome {
+            match winners.get(record.tapname.as_str()) {
+                Some(&winner) => shadowed.push((index, winner)),
+                None => {
+                    winners.insert(&record.tapname, index);
+                }
             }
         }
     }
-    discovery
-        .plugins
-        .sort_by(|a, b| a.record.tapname.cmp(&b.record.tapname));
+    // A BTreeMap iterates in tapname order.
+    discovery.winners = winners.into_values().collect();
+    for (index, winner) in shadowed {
+        discovery.candidates[index].shadowed_by = Some(discovery.candidates[winner].path.clone());
+    }
 }
 
-/// The shared libraries in `dir`, sorted so the scan order does not depend on the filesystem.
-fn candidate_files(dir: &Path) -> Vec<PathBuf> {
+/// The shared libraries in `dir` as (file name, path, stat), sorted by name so the scan order
+/// does not depend on the filesystem.
+fn candidate_files(dir: &Path) -> Vec<(String, PathBuf, FileStat)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| is_library_name(p) && p.is_file())
+    let mut files: Vec<(String, PathBuf, FileStat)> = entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let path = entry.path();
+            if !is_library_name(&path) {
+                return None;
+            }
+            // Anything but a regular file (or a symlink to one) is not a candidate.
+            let stat = FileStat::of_entry(&entry).ok()?;
+            Some((entry.file_name().into_string().ok()?, path, stat))
+        })
         .collect();
-    files.sort();
+    files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     files
-}
-
-fn file_name(path: &Path) -> Option<String> {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .map(str::to_string)
 }
 
 fn is_library_name(path: &Path) -> bool {

@@ -79,7 +79,7 @@ pub fn describe(path: &Path) -> Result<PluginRecord, LoadError> {
         RResult::ROk(info) => {
             check_options(&info.options)
                 .map_err(|why| LoadError::Broken(format!("plugin '{}': {why}", info.tapname)))?;
-            Ok(PluginRecord::new(&info, &interface_version))
+            Ok(PluginRecord::from_info(&info, &interface_version))
         }
         RResult::RErr(e) => Err(LoadError::Broken(format!("describing itself failed: {e}"))),
     }

@@ -3,16 +3,31 @@
 use abi_stable::std_types::ROption;
 use plugin_api::abi::{OptionKind, OptionSpec, PluginInfo};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// A plugin's self-description: tapname, description, options and interface version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PluginRecord {
     pub tapname: String,
     pub description: String,
-    pub options: Vec<OptionRecord>,
+    /// The options as JSON (a list of [`OptionRecord`]), decoded only for the plugin being run
+    /// or helped: a listing never needs them, and decoding every plugin's options was most of
+    /// the cost of a warm listing.
+    options: Box<RawValue>,
     /// The plugin-api version the library was built against.
     pub interface_version: String,
 }
+
+impl PartialEq for PluginRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.tapname == other.tapname
+            && self.description == other.description
+            && self.options.get() == other.options.get()
+            && self.interface_version == other.interface_version
+    }
+}
+
+impl Eq for PluginRecord {}
 
 /// One [`OptionSpec`], as plain data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,18 +41,40 @@ pub struct OptionRecord {
 }
 
 impl PluginRecord {
-    pub(crate) fn new(info: &PluginInfo, interface_version: &str) -> Self {
+    pub fn new(
+        tapname: &str,
+        description: &str,
+        options: &[OptionRecord],
+        interface_version: &str,
+    ) -> Self {
         Self {
-            tapname: info.tapname.to_string(),
-            description: info.description.to_string(),
-            options: info.options.iter().map(OptionRecord::from).collect(),
+            tapname: tapname.to_string(),
+            description: description.to_string(),
+            options: serde_json::value::to_raw_value(options)
+                .expect("option records always serialize"),
             interface_version: interface_version.to_string(),
         }
     }
 
+    pub(crate) fn from_info(info: &PluginInfo, interface_version: &str) -> Self {
+        let options: Vec<OptionRecord> = info.options.iter().map(OptionRecord::from).collect();
+        Self::new(
+            &info.tapname,
+            &info.description,
+            &options,
+            interface_version,
+        )
+    }
+
     /// The options as the ABI type the host builds its command line from.
-    pub fn option_specs(&self) -> Vec<OptionSpec> {
-        self.options.iter().map(OptionSpec::from).collect()
+    pub fn option_specs(&self) -> Result<Vec<OptionSpec>, String> {
+        let records: Vec<OptionRecord> = serde_json::from_str(self.options.get()).map_err(|e| {
+            format!(
+                "the plugin cache holds invalid options for '{}' ({e}); delete dropin.cache",
+                self.tapname
+            )
+        })?;
+        Ok(records.iter().map(OptionSpec::from).collect())
     }
 }
 

@@ -57,6 +57,8 @@ pub struct ProcessOptions {
 pub fn command() -> Command {
     Command::new("host")
         .version(env!("CARGO_PKG_VERSION"))
+        // Plain text: no escape codes to write and then strip when the output is not a terminal.
+        .styles(clap::builder::Styles::plain())
         .about("Runs network services from plugin libraries, like Twisted's twistd.")
         .override_usage("host [OPTIONS] PLUGIN [PLUGIN OPTIONS]\n       host PLUGIN --help")
         .disable_help_flag(true)

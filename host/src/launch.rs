@@ -16,7 +16,7 @@ use std::path::Path;
 use tracing::{error, info, warn};
 
 pub fn launch(
-    plugin: &Plugin,
+    plugin: Plugin<'_>,
     values: Vec<OptionValue>,
     options: &GlobalOptions,
     exe: &Path,

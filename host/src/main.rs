@@ -102,18 +102,19 @@ fn run(args: Vec<OsString>) -> Result<(), Exit> {
 
     let Some((tapname, args)) = options.plugin.take().filter(|_| !options.help) else {
         print!("{}", usage::render(command, &discovery));
+        // The process ends here; freeing every record one by one would be wasted work.
+        std::mem::forget(discovery);
         return Ok(());
     };
     let plugin = discovery
         .find(&tapname)
         .ok_or_else(|| unknown_plugin(&tapname, &discovery))?;
-    let specs = plugin.options();
+    let specs = plugin.options().map_err(Exit::failure)?;
     let plugin_matches = plugin_options::command(plugin, &specs)
         .try_get_matches_from(std::iter::once(OsString::from(&tapname)).chain(args))
         .unwrap_or_else(|e| e.exit());
     let values = plugin_options::values(&specs, &plugin_matches);
-    let plugin = plugin.clone();
-    launch::launch(&plugin, values, &options, &exe)
+    launch::launch(plugin, values, &options, &exe)
 }
 
 /// Broken and shadowed plugins get one line each, as do cache problems; files that are not
@@ -136,8 +137,7 @@ fn report_problems(discovery: &Discovery) {
 
 fn unknown_plugin(tapname: &str, discovery: &Discovery) -> Exit {
     let suggestion = discovery
-        .plugins
-        .iter()
+        .plugins()
         .map(|p| (strsim::jaro_winkler(tapname, p.tapname()), p.tapname()))
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))

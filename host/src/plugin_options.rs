@@ -6,7 +6,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use dropin_cache::Plugin;
 use plugin_api::abi::{OptionSpec, OptionValue};
 
-pub fn command(plugin: &Plugin, specs: &[OptionSpec]) -> Command {
+pub fn command(plugin: Plugin<'_>, specs: &[OptionSpec]) -> Command {
     Command::new(plugin.tapname().to_string())
         .bin_name(format!("host {}", plugin.tapname()))
         .about(plugin.description().to_string())

@@ -1,5 +1,6 @@
 //! `host --plugins-report`: the answer to "why is my plugin not found?" in one command.
 
+use crate::usage;
 use dropin_cache::{Candidate, Discovery, Source};
 use std::fmt::Write;
 
@@ -51,21 +52,10 @@ pub fn render(discovery: &Discovery) -> String {
         }
     }
     out.push_str("\nPlugins:\n");
-    let width = discovery
-        .plugins
-        .iter()
-        .map(|p| p.tapname().len())
-        .max()
-        .unwrap_or(0);
-    for plugin in &discovery.plugins {
-        let _ = writeln!(
-            out,
-            "  {:width$}  {}",
-            plugin.tapname(),
-            plugin.path.display()
-        );
-    }
-    if discovery.plugins.is_empty() {
+    out.push_str(&usage::plugin_table(discovery, |plugin| {
+        plugin.path.display().to_string()
+    }));
+    if discovery.plugins().len() == 0 {
         out.push_str("  none\n");
     }
     out

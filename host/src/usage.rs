@@ -1,30 +1,33 @@
 //! What `host` and `host --help` print: the usage, the global options and every plugin found.
 
 use clap::Command;
-use dropin_cache::Discovery;
+use dropin_cache::{Discovery, Plugin};
 use std::fmt::Write;
 
 pub fn render(command: Command, discovery: &Discovery) -> String {
     let mut plugins = String::from("Plugins:\n");
-    let width = discovery
-        .plugins
-        .iter()
-        .map(|p| p.tapname().len())
-        .max()
-        .unwrap_or(0);
-    for plugin in &discovery.plugins {
-        let _ = writeln!(
-            plugins,
-            "  {:width$}  {}",
-            plugin.tapname(),
-            plugin.description()
-        );
-    }
-    if discovery.plugins.is_empty() {
+    plugins.push_str(&plugin_table(discovery, |plugin| {
+        plugin.description().to_string()
+    }));
+    if discovery.plugins().len() == 0 {
         let _ = writeln!(plugins, "  (none found in {})", searched_list(discovery));
     }
     plugins.push_str("\nRun 'host PLUGIN --help' for a plugin's own options.");
     command.after_help(plugins).render_help().to_string()
+}
+
+/// One line per plugin: its tapname, aligned, then `detail`.
+pub fn plugin_table(discovery: &Discovery, detail: impl Fn(&Plugin) -> String) -> String {
+    let width = discovery
+        .plugins()
+        .map(|p| p.tapname().len())
+        .max()
+        .unwrap_or(0);
+    let mut table = String::new();
+    for plugin in discovery.plugins() {
+        let _ = writeln!(table, "  {:width$}  {}", plugin.tapname(), detail(&plugin));
+    }
+    table
 }
 
 /// The directories searched, comma-separated, for messages.

@@ -228,14 +228,14 @@ fn the_cache_records_the_stat_tuple_and_what_each_file_offers() {
     report(dir.path());
     let cache: String = std::fs::read_to_string(dir.join("dropin.cache")).unwrap();
     for needle in [
-        "\"format\": 1",
-        "\"interface\": \"1.0.0\"",
+        "\"format\":1",
+        "\"interface\":\"1.0.0\"",
         "\"size\":",
         "\"mtime_ns\":",
         "\"dev\":",
         "\"ino\":",
-        "\"tapname\": \"traced_a\"",
-        "\"interface_version\": \"1.0.0\"",
+        "\"tapname\":\"traced_a\"",
+        "\"interface_version\":\"1.0.0\"",
         "\"NotAPlugin\"",
     ] {
         assert!(cache.contains(needle), "missing {needle} in {cache}");
@@ -318,8 +318,8 @@ fn a_cache_from_another_format_or_interface_is_discarded_quietly() {
     report(dir.path());
     let cache = std::fs::read_to_string(dir.join("dropin.cache")).unwrap();
     for (from, to) in [
-        ("\"format\": 1", "\"format\": 99"),
-        ("\"interface\": \"1.0.0\"", "\"interface\": \"0.9.0\""),
+        ("\"format\":1", "\"format\":99"),
+        ("\"interface\":\"1.0.0\"", "\"interface\":\"0.9.0\""),
     ] {
         std::fs::write(dir.join("dropin.cache"), cache.replace(from, to)).unwrap();
         let out = run_host(&[
