@@ -20,8 +20,8 @@ pub struct LoadedCache {
     caches: Vec<CacheFile>,
     /// The files read.
     pub read_from: Vec<PathBuf>,
-    /// One line for each cache that was not a cache at all.
-    pub corrupt: Vec<String>,
+    /// One line for each cache that could not be read or was not a cache at all.
+    pub problems: Vec<String>,
 }
 
 impl LoadedCache {
@@ -70,14 +70,17 @@ pub fn load(dir: &Path) -> LoadedCache {
     let mut loaded = LoadedCache {
         caches: Vec::new(),
         read_from: Vec::new(),
-        corrupt: Vec::new(),
+        problems: Vec::new(),
     };
     for place in locations(dir) {
         let bytes = match std::fs::read(&place) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
-                loaded.corrupt.push(format!("{}: {e}", place.display()));
+                loaded.problems.push(format!(
+                    "cannot read the plugin cache {}: {e}",
+                    place.display()
+                ));
                 continue;
             }
         };
@@ -87,9 +90,10 @@ pub fn load(dir: &Path) -> LoadedCache {
                 loaded.caches.push(cache);
             }
             Err(Unusable::Outdated) => {}
-            Err(Unusable::Corrupt(why)) => {
-                loaded.corrupt.push(format!("{}: {why}", place.display()))
-            }
+            Err(Unusable::Corrupt(why)) => loaded.problems.push(format!(
+                "ignoring a corrupt plugin cache, rebuilding it: {}: {why}",
+                place.display()
+            )),
         }
     }
     loaded

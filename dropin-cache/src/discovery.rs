@@ -78,7 +78,7 @@ pub struct Discovery {
     pub candidates: Vec<Candidate>,
     /// The candidates that win their tapname, by index, sorted by tapname.
     winners: Vec<usize>,
-    /// Problems with caches, one line each (corrupt caches; no writable cache, said once).
+    /// Problems with caches, one line each (unreadable or corrupt caches; no writable cache, said once).
     pub warnings: Vec<String>,
 }
 
@@ -149,12 +149,7 @@ fn scan(
         return (searched, Vec::new());
     }
     let mut cache = cache_store::load(dir);
-    warnings.extend(
-        cache
-            .corrupt
-            .iter()
-            .map(|why| format!("ignoring a corrupt plugin cache, rebuilding it: {why}")),
-    );
+    warnings.append(&mut cache.problems);
     searched.cache_read.clone_from(&cache.read_from);
 
     // In name order: each file with its stat and, if the cache still describes it, its outcome.

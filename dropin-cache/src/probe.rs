@@ -126,7 +126,7 @@ impl Prober {
         }
     }
 
-    /// Runs one child over `paths` until it finishes, dies or hangs.
+    /// Runs one child over `paths`.
     fn run_child(&self, paths: &[PathBuf], results: &mut HashMap<PathBuf, Outcome>) {
         let spawned = Command::new(&self.program)
             .args(&self.args)
@@ -149,7 +149,21 @@ impl Prober {
                 return;
             }
         };
-        let reports = read_reports(&mut child);
+        let (reports, reader) = read_reports(&mut child);
+        self.follow(&mut child, &reports, results);
+        // The host may fork into a daemon soon after discovery, and fork copies only the calling
+        // thread: no reader thread may still be running by then.
+        drop(reports);
+        let _ = reader.join();
+    }
+
+    /// Records the child's reports until it finishes, dies or hangs.
+    fn follow(
+        &self,
+        child: &mut Child,
+        reports: &mpsc::Receiver<Report>,
+        results: &mut HashMap<PathBuf, Outcome>,
+    ) {
         let mut loading: Option<PathBuf> = None;
         let mut deadline = Instant::now() + self.timeout;
         loop {
@@ -184,10 +198,10 @@ impl Prober {
 }
 
 /// Reads the child's reports on a thread, so the parent can wait for them with a time limit.
-fn read_reports(child: &mut Child) -> mpsc::Receiver<Report> {
+fn read_reports(child: &mut Child) -> (mpsc::Receiver<Report>, std::thread::JoinHandle<()>) {
     let (sender, receiver) = mpsc::channel();
     let stdout = child.stdout.take().expect("stdout is piped");
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             // Lines that are not reports cannot come from the child's own code; skip them.
@@ -198,7 +212,7 @@ fn read_reports(child: &mut Child) -> mpsc::Receiver<Report> {
             }
         }
     });
-    receiver
+    (receiver, reader)
 }
 
 /// What a probe child's death while loading a library says about that library.

@@ -22,7 +22,7 @@ pub mod abi;
 mod kit;
 
 pub use abi::{OptionKind, OptionSpec, INTERFACE_VERSION};
-pub use kit::endpoint::{Endpoint, EndpointError, Listener, PeerAddr, Stream};
+pub use kit::endpoint::{Endpoint, EndpointError, Listener, PeerAddr, SocketDomain, Stream};
 pub use kit::error::{Error, Result};
 pub use kit::multi::MultiService;
 pub use kit::options::Options;

@@ -4,6 +4,9 @@
 //!   IPv4 interfaces); an IPv6 address is written in brackets (`interface=[::1]`) or with its
 //!   colons escaped as Twisted does (`interface=\:\:1`).
 //! - `unix:PATH[:mode=0660][:backlog=N]`: a stale socket file nobody listens on is replaced.
+//! - `systemd:domain=INET:index=N` or `systemd:index=N`: the Nth listening socket passed by
+//!   systemd socket activation (`LISTEN_FDS`, `LISTEN_PID`); `domain` (INET, INET6 or UNIX)
+//!   checks its address family.
 
 use std::fmt;
 use std::io;
@@ -39,6 +42,49 @@ pub enum Endpoint {
         /// The listen backlog.
         backlog: u32,
     },
+    /// A listening socket passed by systemd socket activation (`LISTEN_FDS`, `LISTEN_PID`).
+    Systemd {
+        /// Which of the passed sockets: 0 is the first (file descriptor 3).
+        index: usize,
+        /// The address family it must have, if given.
+        domain: Option<SocketDomain>,
+    },
+}
+
+/// The address family of a socket passed by systemd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketDomain {
+    /// IPv4 (`INET`).
+    Inet,
+    /// IPv6 (`INET6`).
+    Inet6,
+    /// Unix domain (`UNIX`).
+    Unix,
+}
+
+impl FromStr for SocketDomain {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.to_ascii_uppercase().as_str() {
+            "INET" => Ok(Self::Inet),
+            "INET6" => Ok(Self::Inet6),
+            "UNIX" => Ok(Self::Unix),
+            _ => Err(format!(
+                "unknown domain '{text}' (expected INET, INET6 or UNIX)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for SocketDomain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Inet => "INET",
+            Self::Inet6 => "INET6",
+            Self::Unix => "UNIX",
+        })
+    }
 }
 
 /// Why an endpoint string could not be parsed or bound.
@@ -103,59 +149,90 @@ impl FromStr for Endpoint {
         let (kind, args) = fields
             .split_first()
             .expect("split gives one field at least");
-        let (address, params) = args
-            .split_first()
-            .ok_or_else(|| invalid(text, "expected tcp:PORT or unix:PATH"))?;
-        let mut interface = None;
-        let mut backlog = DEFAULT_BACKLOG;
-        let mut mode = None;
+        let allowed: &[&str] = match kind.as_str() {
+            "tcp" => &["interface", "backlog"],
+            "unix" => &["mode", "backlog"],
+            "systemd" => &["domain", "index"],
+            _ => {
+                return Err(invalid(
+                    text,
+                    format!("unknown type '{kind}' (expected tcp, unix or systemd)"),
+                ))
+            }
+        };
+        // tcp and unix take an address first; systemd has only parameters.
+        let (address, params) = match (kind.as_str(), args.split_first()) {
+            ("systemd", _) => ("", args),
+            (_, Some((address, params))) => (address.as_str(), params),
+            (_, None) => {
+                return Err(invalid(
+                    text,
+                    format!(
+                        "expected {kind}:{}",
+                        if kind == "tcp" { "PORT" } else { "PATH" }
+                    ),
+                ))
+            }
+        };
+        let mut values: Vec<(&str, &str)> = Vec::new();
         for param in params {
             let (key, value) = param
                 .split_once('=')
                 .ok_or_else(|| invalid(text, format!("expected key=value, found '{param}'")))?;
-            match (kind.as_str(), key) {
-                ("tcp", "interface") => interface = Some(value.to_string()),
-                (_, "backlog") => {
-                    backlog = value
-                        .parse()
-                        .map_err(|_| invalid(text, format!("backlog '{value}' is not a number")))?
-                }
-                ("unix", "mode") => {
-                    mode = Some(
-                        u32::from_str_radix(value, 8)
-                            .ok()
-                            .filter(|m| *m <= 0o7777)
-                            .ok_or_else(|| {
-                                invalid(text, format!("mode '{value}' is not an octal permission"))
-                            })?,
-                    )
-                }
-                _ => {
-                    return Err(invalid(
-                        text,
-                        format!("unknown parameter '{key}' for {kind}"),
-                    ))
-                }
+            if !allowed.contains(&key) {
+                return Err(invalid(
+                    text,
+                    format!("unknown parameter '{key}' for {kind}"),
+                ));
             }
+            values.push((key, value));
         }
+        let get = |key: &str| {
+            values
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| *v)
+        };
+        let backlog = match get("backlog") {
+            Some(value) => value
+                .parse()
+                .map_err(|_| invalid(text, format!("backlog '{value}' is not a number")))?,
+            None => DEFAULT_BACKLOG,
+        };
         match kind.as_str() {
             "tcp" => Ok(Self::Tcp {
                 port: address
                     .parse()
                     .map_err(|_| invalid(text, format!("port '{address}' is not in 0..=65535")))?,
-                interface,
+                interface: get("interface").map(str::to_string),
                 backlog,
             }),
-            "unix" if !address.is_empty() => Ok(Self::Unix {
+            "unix" if address.is_empty() => Err(invalid(text, "the socket path is empty")),
+            "unix" => Ok(Self::Unix {
                 path: PathBuf::from(address),
-                mode,
+                mode: get("mode")
+                    .map(|value| {
+                        u32::from_str_radix(value, 8)
+                            .ok()
+                            .filter(|m| *m <= 0o7777)
+                            .ok_or_else(|| {
+                                invalid(text, format!("mode '{value}' is not an octal permission"))
+                            })
+                    })
+                    .transpose()?,
                 backlog,
             }),
-            "unix" => Err(invalid(text, "the socket path is empty")),
-            _ => Err(invalid(
-                text,
-                format!("unknown type '{kind}' (expected tcp or unix)"),
-            )),
+            _ => Ok(Self::Systemd {
+                index: get("index")
+                    .ok_or_else(|| invalid(text, "systemd needs index=N"))?
+                    .parse()
+                    .map_err(|_| invalid(text, "index must be a number"))?,
+                domain: get("domain")
+                    .map(|d| d.parse())
+                    .transpose()
+                    .map_err(|e| invalid(text, e))?,
+            }),
         }
     }
 }
@@ -171,6 +248,14 @@ impl fmt::Display for Endpoint {
                 None => write!(f, "tcp:{port}"),
             },
             Self::Unix { path, .. } => write!(f, "unix:{}", path.display()),
+            Self::Systemd {
+                index,
+                domain: Some(domain),
+            } => write!(f, "systemd:domain={domain}:index={index}"),
+            Self::Systemd {
+                index,
+                domain: None,
+            } => write!(f, "systemd:index={index}"),
         }
     }
 }
@@ -214,8 +299,11 @@ impl Endpoint {
                 let listener = bind_unix(path, *mode, *backlog).map_err(fail)?;
                 Ok(Listener::Unix(UnixListener {
                     inner: listener,
-                    path: path.clone(),
+                    path: Some(path.clone()),
                 }))
+            }
+            Self::Systemd { index, domain } => {
+                super::socket_activation::adopt(*index, *domain).map_err(fail)
             }
         }
     }
@@ -284,16 +372,19 @@ pub enum Listener {
     Unix(UnixListener),
 }
 
-/// A Unix socket listener that removes its socket file when dropped.
+/// A Unix socket listener that removes the socket file it created when dropped.
 #[derive(Debug)]
 pub struct UnixListener {
-    inner: tokio::net::UnixListener,
-    path: PathBuf,
+    pub(super) inner: tokio::net::UnixListener,
+    /// The file to remove: `None` for a socket systemd created and owns.
+    pub(super) path: Option<PathBuf>,
 }
 
 impl Drop for UnixListener {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -320,7 +411,10 @@ impl Listener {
                 Ok(SocketAddr::V6(a)) => format!("tcp:{}:interface=[{}]", a.port(), a.ip()),
                 Err(e) => format!("tcp:? ({e})"),
             },
-            Self::Unix(listener) => format!("unix:{}", listener.path.display()),
+            Self::Unix(listener) => match &listener.path {
+                Some(path) => format!("unix:{}", path.display()),
+                None => "unix:(passed by systemd)".to_string(),
+            },
         }
     }
 
@@ -458,15 +552,37 @@ mod tests {
     }
 
     #[test]
+    fn parses_systemd_sockets() {
+        let e: Endpoint = "systemd:domain=INET:index=1".parse().unwrap();
+        assert_eq!(
+            e,
+            Endpoint::Systemd {
+                index: 1,
+                domain: Some(SocketDomain::Inet)
+            }
+        );
+        assert_eq!(e.to_string(), "systemd:domain=INET:index=1");
+        let e: Endpoint = "systemd:index=0".parse().unwrap();
+        assert_eq!(e.to_string(), "systemd:index=0");
+    }
+
+    #[test]
     fn rejects_bad_strings_with_a_reason() {
         for (text, why) in [
             ("tcp", "expected tcp:PORT"),
+            ("unix", "expected unix:PATH"),
+            ("systemd:domain=INET", "systemd needs index=N"),
+            ("systemd:index=x", "index must be a number"),
+            ("systemd:index=0:domain=IPX", "unknown domain 'IPX'"),
             ("tcp:70000", "not in 0..=65535"),
             ("tcp:1:colour=red", "unknown parameter 'colour'"),
             ("tcp:1:backlog=x", "backlog 'x'"),
             ("unix:", "path is empty"),
             ("unix:/x:mode=999", "octal"),
-            ("udp:53", "unknown type 'udp'"),
+            (
+                "udp:53",
+                "unknown type 'udp' (expected tcp, unix or systemd)",
+            ),
             ("tcp:1:interface", "expected key=value"),
         ] {
             let err = text.parse::<Endpoint>().unwrap_err().to_string();

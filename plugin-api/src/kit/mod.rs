@@ -9,3 +9,4 @@ pub mod multi;
 pub mod option_spec;
 pub mod options;
 pub mod service;
+mod socket_activation;

@@ -30,7 +30,7 @@ fn options() -> Vec<OptionSpec> {
         OptionSpec::param(
             "listen",
             OptionKind::ENDPOINT,
-            "Listen on this endpoint instead of --port/--iface (repeatable): tcp:PORT[:interface=ADDR][:backlog=N] or unix:PATH[:mode=0660]",
+            "Listen on this endpoint instead of --port/--iface (repeatable): tcp:PORT[:interface=ADDR][:backlog=N], unix:PATH[:mode=0660] or systemd:domain=INET:index=N",
         )
         .repeatable(),
     ]
