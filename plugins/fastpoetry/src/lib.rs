@@ -102,10 +102,15 @@ async fn serve(listener: Listener, poem: Bytes, tasks: Tasks) -> Result<()> {
             Ok((mut stream, peer)) => {
                 let poem = poem.clone();
                 tasks.spawn_connection(async move {
+                    let sent = async {
+                        stream.write_all(&poem).await?;
+                        stream.shutdown().await
+                    };
+                    let sent = sent.await;
+                    // Logged once the poem is in the kernel's hands, like an access log, so the
+                    // log write never delays the client.
                     info!("sending {} bytes of poetry to {peer}", poem.len());
-                    stream.write_all(&poem).await?;
-                    stream.shutdown().await?;
-                    Ok(())
+                    Ok(sent?)
                 });
             }
             // Out of file descriptors or a connection reset before accept: the listener is
