@@ -167,20 +167,29 @@ impl Lines {
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines() {
                 let Ok(line) = line else { break };
-                lines.lines.lock().unwrap().0.push(line);
+                lines
+                    .lines
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+                    .push(line);
                 lines.changed.notify_all();
             }
-            lines.lines.lock().unwrap().1 = true;
+            lines.lines.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
             lines.changed.notify_all();
         });
     }
 
     fn text(&self) -> String {
-        self.lines.lock().unwrap().0.join("\n")
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .join("\n")
     }
 
     fn wait_closed(&self, until: Instant) {
-        let mut guard = self.lines.lock().unwrap();
+        let mut guard = self.lines.lock().unwrap_or_else(|p| p.into_inner());
         while !guard.1 && Instant::now() < until {
             guard = self
                 .changed
@@ -243,7 +252,7 @@ impl Running {
     /// Waits until a line of stdout contains `needle`, and returns that line.
     pub fn wait_for_line(&self, needle: &str) -> String {
         let until = Instant::now() + PATIENCE;
-        let mut guard = self.stdout.lines.lock().unwrap();
+        let mut guard = self.stdout.lines.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(line) = guard.0.iter().find(|l| l.contains(needle)) {
                 return line.clone();
@@ -258,7 +267,7 @@ impl Running {
                 .stdout
                 .changed
                 .wait_timeout(guard, Duration::from_millis(50))
-                .unwrap()
+                .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
     }
