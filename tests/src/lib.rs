@@ -194,7 +194,7 @@ impl Lines {
             guard = self
                 .changed
                 .wait_timeout(guard, Duration::from_millis(50))
-                .unwrap()
+                .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
     }
