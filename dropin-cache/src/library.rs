@@ -46,6 +46,10 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotAPlugin(why) => write!(f, "not a plugin ({why})"),
+            Self::Incompatible { plugin, host, detail } if plugin == host => write!(
+                f,
+                "incompatible plugin-api: the plugin was built against another build of plugin-api {plugin} ({detail}); rebuild it"
+            ),
             Self::Incompatible { plugin, host, detail } => write!(
                 f,
                 "incompatible plugin-api: the plugin was built against {plugin}, this host has {host} ({detail})"

@@ -5,7 +5,8 @@ use crate::logging::LogSink;
 use crate::plugin_host::ServiceEnded;
 use crate::process::privileges::{self, Identity};
 use crate::process::systemd;
-use plugin_api::abi::ServiceBox;
+use abi_stable::std_types::RResult;
+use plugin_api::abi::{ServiceBox, RELOAD};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -64,7 +65,7 @@ pub fn run(
             };
             match received {
                 Received::Shutdown(signal) => break Ending::Signal(signal),
-                Received::Hangup => info!("Received SIGHUP, ignored."),
+                Received::Hangup => reload(&mut service, &name),
                 Received::Reopen => match settings.log.reopen() {
                     Ok(()) => info!("Received SIGUSR1, reopened the log file."),
                     Err(e) => error!("Received SIGUSR1, but cannot reopen the log file: {e}"),
@@ -107,6 +108,19 @@ pub fn run(
     info!("Main loop terminated.");
     info!("Server Shut Down.");
     failure.map_or(Ok(()), Err)
+}
+
+/// SIGHUP: asks the service to reload, if it offers the `reload/1` extension.
+fn reload(service: &mut ServiceBox, name: &str) {
+    match service
+        .call_extension(RELOAD.into(), "".into())
+        .into_option()
+        .map(RResult::into_result)
+    {
+        Some(Ok(_)) => info!("Received SIGHUP, reloaded {name}."),
+        Some(Err(e)) => error!("Received SIGHUP, but {name} could not reload: {e}"),
+        None => info!("Received SIGHUP, ignored ({name} cannot reload)."),
+    }
 }
 
 /// Binds, then gives up privileges, then starts: the order that lets a service listen on port

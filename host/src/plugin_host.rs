@@ -4,7 +4,7 @@
 //! threads, and a plugin has its own copy of tokio that cannot see the host's.
 
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RArc, ROption, RStr, RString};
+use abi_stable::std_types::{RArc, ROption, RResult, RStr, RString};
 use plugin_api::abi::{Host, HostContext, Host_TO, RawLevel};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
@@ -65,5 +65,14 @@ impl Host for PluginHost {
         let _ = self
             .ended
             .send(error.into_option().map(RString::into_string));
+    }
+
+    /// No host extensions exist yet; the hook is there so later hosts can add them.
+    fn call_extension(
+        &self,
+        _name: RStr<'_>,
+        _request: RStr<'_>,
+    ) -> ROption<RResult<RString, RString>> {
+        ROption::RNone
     }
 }

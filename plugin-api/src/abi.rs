@@ -1,12 +1,23 @@
 //! The types that cross the boundary between `host` and a plugin library.
 //!
-//! Everything here is frozen for every 1.x release: abi_stable checks each type's layout when a
-//! library is loaded, and a host whose types grew refuses plugins built before the growth
-//! ("too many fields"), whichever side creates the value. New capabilities therefore never
-//! change these types; see the compatibility policy in the README.
+//! Everything here is frozen for every 1.x release (the policy is in `docs/compatibility.md`).
+//!
+//! # Extensions
+//!
+//! abi_stable checks each type's layout when a library is loaded, and rejects a plugin whenever
+//! the host's copy of a type here has more fields or methods than the plugin's ("too many
+//! fields"), whichever side creates the value, so these types cannot grow.
+//! New capabilities are *extensions* instead: named, versioned calls through
+//! [`Host::call_extension`] (offered by the host) and [`AbiService::call_extension`] (offered
+//! by a service). Each side calls only the extensions it knows and treats `RNone` as "not
+//! offered", so every 1.x host works with every 1.x plugin, each using what both know.
+//!
+//! | name | offered by | request | reply | since |
+//! |---|---|---|---|---|
+//! | [`RELOAD`] | a service | empty | empty | 1.1 |
 //!
 //! Plugin authors do not use this module directly: [`export_service_maker!`](crate::export_service_maker)
-//! generates the root module, and the [kit](crate::kit) adapts a [`Service`](crate::Service) to
+//! generates the root module, and the kit adapts a [`Service`](crate::Service) to
 //! [`ServiceBox`].
 
 // abi_stable's `#[sabi_trait]` expansion implements foreign traits inside a const block.
@@ -131,8 +142,16 @@ pub trait Host: Clone + Send + Sync + 'static {
     /// Writes one of the plugin's log events to the host's log.
     fn log(&self, level: RawLevel, target: RStr<'_>, message: RStr<'_>);
     /// Tells the host that the service ended without being asked to: `RSome(error)` if it failed.
-    #[sabi(last_prefix_field)]
     fn service_ended(&self, error: ROption<RString>);
+    /// Calls the host extension `name` (e.g. `"example/1"`) with `request`; `RNone` if this
+    /// host has no such extension. How later 1.x hosts offer plugins new capabilities without
+    /// changing this frozen trait: see [Extensions](self#extensions).
+    #[sabi(last_prefix_field)]
+    fn call_extension(
+        &self,
+        name: RStr<'_>,
+        request: RStr<'_>,
+    ) -> ROption<RResult<RString, RString>>;
 }
 
 /// The host's side of the contract, shared with the plugin.
@@ -148,9 +167,21 @@ pub trait AbiService: Send + 'static {
     /// Starts serving and returns; the service runs on its own threads until [`stop`](Self::stop).
     fn start(&mut self) -> RResult<(), RString>;
     /// Stops the service, waiting at most `deadline_ms` for in-flight work to finish.
-    #[sabi(last_prefix_field)]
     fn stop(&mut self, deadline_ms: u64) -> RResult<(), RString>;
+    /// Calls the service extension `name` (e.g. `"reload/1"`) with `request`; `RNone` if the
+    /// service has no such extension. How later 1.x plugins offer the host new capabilities
+    /// without changing this frozen trait: see [Extensions](self#extensions).
+    #[sabi(last_prefix_field)]
+    fn call_extension(
+        &mut self,
+        name: RStr<'_>,
+        request: RStr<'_>,
+    ) -> ROption<RResult<RString, RString>>;
 }
 
 /// An owned [`AbiService`] trait object.
 pub type ServiceBox = AbiService_TO<RBox<()>>;
+
+/// The extension `reload/1`: reload configuration without restarting. The host calls it on
+/// SIGHUP; a service that cannot reload does not offer it.
+pub const RELOAD: &str = "reload/1";

@@ -32,6 +32,12 @@ pub use kit::service::{Service, Shutdown, Tasks};
 pub use tokio;
 pub use tracing;
 
+/// The plugin author's guide, `docs/writing-a-plugin.md`: every Rust block in it is compiled
+/// as a doc test of this crate, so the guide cannot drift from the interface.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/writing-a-plugin.md")]
+pub struct WritingAPluginGuide;
+
 /// What [`export_service_maker!`] expands to; not part of the stable interface.
 #[doc(hidden)]
 pub mod __private {

@@ -568,12 +568,42 @@ fn asking_for_another_user_without_root_is_a_clear_error() {
 }
 
 #[test]
-fn sighup_is_logged_and_ignored() {
-    let mut host = Running::start(&["-n", "fastpoetry", "--port", "0"]);
+fn sighup_reloads_a_service_that_can_and_is_ignored_by_one_that_cannot() {
+    let dir = TempDir::new("reload");
+    let poem_file = dir.join("poem.txt");
+    std::fs::write(&poem_file, "first version\n").unwrap();
+    let mut host = Running::start(&[
+        "-n",
+        "fastpoetry",
+        "--port",
+        "0",
+        "--poem",
+        poem_file.to_str().unwrap(),
+    ]);
     let port = host.port();
+    assert_eq!(fetch(port), b"first version\n");
+    std::fs::write(&poem_file, "second version\n").unwrap();
     host.signal(libc::SIGHUP);
-    host.wait_for_line("[-] Received SIGHUP, ignored.");
-    assert_eq!(fetch(port).len(), 3003);
+    host.wait_for_line("[-] Received SIGHUP, reloaded fastpoetry.");
+    assert_eq!(fetch(port), b"second version\n");
+    std::fs::remove_file(&poem_file).unwrap();
+    host.signal(libc::SIGHUP);
+    host.wait_for_line(
+        "[-] error: Received SIGHUP, but fastpoetry could not reload: cannot read the poem",
+    );
+    assert_eq!(
+        fetch(port),
+        b"second version\n",
+        "a failed reload keeps the old poem"
+    );
+    host.signal(libc::SIGINT);
+    assert_eq!(host.wait().code(), Some(0));
+
+    let fixtures = host_e2e::fixture_dir();
+    let mut host = Running::start(&["--plugin-dir", fixtures.to_str().unwrap(), "-n", "traced"]);
+    host.wait_for_line("[traced] traced started");
+    host.signal(libc::SIGHUP);
+    host.wait_for_line("[-] Received SIGHUP, ignored (traced cannot reload).");
     host.signal(libc::SIGINT);
     assert_eq!(host.wait().code(), Some(0));
 }

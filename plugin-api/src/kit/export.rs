@@ -7,7 +7,7 @@
 
 use crate::abi::{
     AbiService, AbiService_TO, HostContext, OptionSpec, OptionValue, PluginInfo, ServiceBox,
-    ServiceMaker, ServiceMakerRef,
+    ServiceMaker, ServiceMakerRef, RELOAD,
 };
 use crate::kit::error::Result;
 use crate::kit::log_bridge;
@@ -15,7 +15,7 @@ use crate::kit::options::Options;
 use crate::kit::service::{Service, Tasks};
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RErr, ROk, ROption, RResult, RString, RVec};
+use abi_stable::std_types::{RErr, RNone, ROk, ROption, RResult, RSome, RStr, RString, RVec};
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -151,6 +151,25 @@ impl AbiService for ServiceRunner {
             runtime.shutdown_background();
             outcome
         })
+    }
+
+    fn call_extension(
+        &mut self,
+        name: RStr<'_>,
+        _request: RStr<'_>,
+    ) -> ROption<RResult<RString, RString>> {
+        if name.as_str() != RELOAD {
+            return RNone;
+        }
+        let Some(runtime) = &self.runtime else {
+            return RNone;
+        };
+        let _entered = runtime.enter();
+        match guard(|| self.service.reload().transpose()) {
+            ROk(None) => RNone,
+            ROk(Some(())) => RSome(ROk(RString::new())),
+            RErr(error) => RSome(RErr(error)),
+        }
     }
 }
 

@@ -48,6 +48,22 @@ impl Service for MultiService {
         }
         Ok(())
     }
+
+    /// Reloads every child that can, in order; `None` if none can.
+    fn reload(&mut self) -> Option<Result<()>> {
+        let mut reloaded = None;
+        for child in &mut self.children {
+            let outcome = child
+                .reload()
+                .map(|r| r.map_err(|e| format!("{}: {e}", child.name()).into()));
+            reloaded = match (reloaded, outcome) {
+                (Some(Err(first)), _) => Some(Err(first)),
+                (earlier, None) => earlier,
+                (_, Some(outcome)) => Some(outcome),
+            };
+        }
+        reloaded
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,13 @@ pub trait Service: Send + 'static {
 
     /// Starts serving: spawns the service's tasks on `tasks` and returns.
     fn start(&mut self, tasks: &Tasks) -> Result<()>;
+
+    /// Reloads configuration without a restart; the host calls it on SIGHUP. `None` (the
+    /// default) means the service cannot reload, and the host ignores the signal. Runs inside
+    /// the plugin's runtime, on a host thread: keep it short. Since plugin-api 1.1.
+    fn reload(&mut self) -> Option<Result<()>> {
+        None
+    }
 }
 
 type EndedCallback = Arc<dyn Fn(Option<String>) + Send + Sync>;
@@ -50,6 +57,16 @@ struct TasksInner {
 impl Tasks {
     pub(crate) fn root(ended: EndedCallback) -> Self {
         Self::with_token(CancellationToken::new(), ended)
+    }
+
+    /// A set of tasks that belongs to no host, for testing a service: start it with these
+    /// tasks inside a tokio runtime, talk to it, then [`stop`](Self::stop) it. A main task that
+    /// ends early is logged as a warning.
+    pub fn standalone() -> Self {
+        Self::root(Arc::new(|error| match error {
+            Some(error) => tracing::warn!("a main task failed: {error}"),
+            None => tracing::warn!("a main task ended by itself"),
+        }))
     }
 
     fn with_token(shutdown: CancellationToken, ended: EndedCallback) -> Self {
@@ -114,7 +131,9 @@ impl Tasks {
     }
 
     /// Requests shutdown and waits for every task, children first in reverse order.
-    pub(crate) fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    ///
+    /// The host does this (with a deadline) when it stops the service.
+    pub fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
             let children = std::mem::take(
                 &mut *self

@@ -11,6 +11,8 @@ use plugin_api::{
     export_service_maker, Endpoint, Listener, OptionKind, OptionSpec, Options, Result, Service,
     Tasks,
 };
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use tracing::{info, warn};
 
 /// Served when `--poem` is not given, so `host -n fastpoetry` works with no files at all.
@@ -36,25 +38,47 @@ fn options() -> Vec<OptionSpec> {
     ]
 }
 
+/// Where the poem comes from: read again on SIGHUP.
+enum PoemSource {
+    Bundled,
+    /// An absolute path: the host may change directory before a reload.
+    File(PathBuf),
+}
+
+impl PoemSource {
+    fn load(&self) -> Result<Bytes> {
+        match self {
+            Self::Bundled => Ok(Bytes::from_static(BUNDLED_POEM)),
+            Self::File(path) => std::fs::read(path)
+                .map(Bytes::from)
+                .map_err(|e| format!("cannot read the poem {}: {e}", path.display()).into()),
+        }
+    }
+}
+
+/// The poem every new connection gets; one copy, shared by reference.
+type SharedPoem = Arc<RwLock<Bytes>>;
+
 struct PoetryService {
-    poem: Bytes,
+    source: PoemSource,
+    poem: SharedPoem,
     endpoints: Vec<Endpoint>,
     listeners: Vec<Listener>,
 }
 
 fn make_service(options: &Options) -> Result<PoetryService> {
-    let poem = match options.path("poem") {
-        Some(path) => {
-            let poem = std::fs::read(&path)
-                .map_err(|e| format!("cannot read the poem {}: {e}", path.display()))?;
-            info!("loaded a poem from: {}", path.display());
-            Bytes::from(poem)
-        }
-        None => {
-            info!("loaded the bundled poem: 'The Ecstasy' by John Donne");
-            Bytes::from_static(BUNDLED_POEM)
-        }
+    let source = match options.path("poem") {
+        Some(path) => PoemSource::File(
+            std::path::absolute(&path)
+                .map_err(|e| format!("cannot read the poem {}: {e}", path.display()))?,
+        ),
+        None => PoemSource::Bundled,
     };
+    let poem = source.load()?;
+    match options.path("poem") {
+        Some(path) => info!("loaded a poem from: {}", path.display()),
+        None => info!("loaded the bundled poem: 'The Ecstasy' by John Donne"),
+    }
     let mut endpoints = options.endpoints("listen")?;
     if endpoints.is_empty() {
         let port = options.parse::<u16>("port")?.unwrap_or(10000);
@@ -62,7 +86,8 @@ fn make_service(options: &Options) -> Result<PoetryService> {
         endpoints.push(Endpoint::tcp(port, iface));
     }
     Ok(PoetryService {
-        poem,
+        source,
+        poem: Arc::new(RwLock::new(poem)),
         endpoints,
         listeners: Vec::new(),
     })
@@ -88,10 +113,18 @@ impl Service for PoetryService {
         }
         Ok(())
     }
+
+    /// SIGHUP reads the poem file again; connections already open keep the poem they had.
+    fn reload(&mut self) -> Option<Result<()>> {
+        Some(self.source.load().map(|poem| {
+            info!("reloaded the poem ({} bytes)", poem.len());
+            *self.poem.write().unwrap_or_else(|p| p.into_inner()) = poem;
+        }))
+    }
 }
 
 /// Accepts connections until shutdown, giving each one the poem on a task of its own.
-async fn serve(listener: Listener, poem: Bytes, tasks: Tasks) -> Result<()> {
+async fn serve(listener: Listener, poem: SharedPoem, tasks: Tasks) -> Result<()> {
     let shutdown = tasks.shutdown();
     loop {
         let accepted = plugin_api::tokio::select! {
@@ -100,7 +133,7 @@ async fn serve(listener: Listener, poem: Bytes, tasks: Tasks) -> Result<()> {
         };
         match accepted {
             Ok((mut stream, peer)) => {
-                let poem = poem.clone();
+                let poem = poem.read().unwrap_or_else(|p| p.into_inner()).clone();
                 tasks.spawn_connection(async move {
                     let sent = async {
                         stream.write_all(&poem).await?;
