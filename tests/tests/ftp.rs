@@ -1,0 +1,633 @@
+//! The ftp plugin with real clients: Python's ftplib and curl, against a real `host` serving a
+//! temporary directory on 127.0.0.1.
+
+use host_e2e::{run, Running, TempDir, PATIENCE};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A served tree: `a.txt`, `sub/b.txt`, a 50 MB file, symlinks that lead outside, a user home.
+struct Site {
+    dir: TempDir,
+}
+
+impl Site {
+    fn new(tag: &str) -> Self {
+        let dir = TempDir::new(tag);
+        let root = dir.join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::create_dir_all(root.join("home/alice")).unwrap();
+        std::fs::write(root.join("a.txt"), "hello\nworld\n").unwrap();
+        std::fs::write(root.join("sub/b.txt"), "in sub\n").unwrap();
+        let big: Vec<u8> = (0..50_000_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+            .collect();
+        std::fs::write(root.join("big.bin"), big).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("passwd-link")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("etc-link")).unwrap();
+        std::os::unix::fs::symlink("../outside.txt", root.join("relative-link")).unwrap();
+        std::fs::write(dir.join("outside.txt"), "secret outside the root\n").unwrap();
+        let hash = bcrypt::hash("wonderland", 4).unwrap();
+        std::fs::write(
+            dir.join("passwd"),
+            format!("# users\nalice:{hash}\nbob:{hash}:home/alice\n"),
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+
+    /// `host -n ftp` over this site with `extra` options, on a free port.
+    fn serve(&self, extra: &[&str]) -> (Running, u16) {
+        let root = self.root();
+        let passwd = self.dir.join("passwd");
+        let mut args = vec![
+            "--pidfile",
+            "",
+            "-n",
+            "ftp",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--root",
+            root.to_str().unwrap(),
+            "--password-file",
+            passwd.to_str().unwrap(),
+            "--passive-ports",
+            "40000-44999",
+        ];
+        args.extend(extra);
+        let host = Running::start(&args);
+        let line = host.wait_for_line("ftp starting on tcp:");
+        let port = line
+            .split("tcp:")
+            .nth(1)
+            .unwrap()
+            .split(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (host, port)
+    }
+}
+
+/// Runs a Python script with ftplib against `port`; it must print "ok" last.
+fn python(port: u16, script: &str) -> String {
+    let mut child = Command::new("python3")
+        .args(["-c", &format!("import ftplib, io, hashlib, socket, ssl, sys, time, threading\nPORT = {port}\n{script}\nprint('ok')")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let until = Instant::now() + PATIENCE * 3;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < until, "the python client hung");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "python failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn curl(args: &[&str]) -> std::process::Output {
+    let mut command = Command::new("curl");
+    command
+        .args(["--silent", "--show-error", "--max-time", "30"])
+        .args(args);
+    command.output().expect("curl runs")
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn anonymous_browses_and_downloads_read_only() {
+    let site = Site::new("ftp-anon");
+    let (mut host, port) = site.serve(&[]);
+    python(
+        port,
+        r#"
+f = ftplib.FTP(); f.connect('127.0.0.1', PORT, timeout=20)
+assert f.getwelcome().startswith('220 '), f.getwelcome()
+assert f.login().startswith('230')
+assert f.pwd() == '/'
+names = f.nlst()
+assert {'a.txt', 'sub', 'big.bin'} <= set(names), names
+lines = []; f.retrlines('LIST', lines.append)
+assert any(l.endswith(' a.txt') for l in lines), lines
+assert not any('/etc' in l for l in lines), 'a symlink target leaked: %r' % lines
+facts = dict(f.mlsd())
+assert facts['a.txt']['type'] == 'file' and facts['a.txt']['size'] == '12', facts
+assert facts['sub']['type'] == 'dir'
+assert f.size('a.txt') == 12
+assert f.sendcmd('MDTM a.txt').startswith('213 ')
+f.cwd('sub'); assert f.pwd() == '/sub'
+assert 'size=7' in f.sendcmd('MLST b.txt'), 'MLST resolves against the current directory'
+f.sendcmd('CDUP'); assert f.pwd() == '/'
+assert 'size=12' in f.sendcmd('MLST /a.txt')
+# TYPE A (retrlines) and TYPE I (retrbinary)
+text = []; f.retrlines('RETR a.txt', text.append); assert text == ['hello', 'world'], text
+data = io.BytesIO(); f.retrbinary('RETR a.txt', data.write); assert data.getvalue() == b'hello\nworld\n'
+# REST: resume from byte 6
+part = io.BytesIO(); f.retrbinary('RETR a.txt', part.write, rest=6); assert part.getvalue() == b'world\n'
+for command in ['STOR new.txt', 'APPE a.txt']:
+    try:
+        f.storbinary(command, io.BytesIO(b'x')); raise SystemExit(command + ' was allowed')
+    except ftplib.error_perm as e:
+        assert str(e).startswith('550'), e
+for command in ['DELE a.txt', 'MKD newdir', 'RMD sub']:
+    try:
+        f.sendcmd(command); raise SystemExit(command + ' was allowed')
+    except ftplib.error_perm as e:
+        assert str(e).startswith('550'), (command, e)
+try:
+    f.rename('a.txt', 'b.txt'); raise SystemExit('RNFR+RNTO was allowed')
+except ftplib.error_perm as e:
+    assert str(e).startswith('550'), e
+f.quit()
+"#,
+    );
+    assert!(!site.root().join("new.txt").exists());
+    host.wait_for_line("[ftp] anonymous logged in from 127.0.0.1");
+    host.wait_for_line("[ftp] anonymous downloaded /a.txt (12 bytes in ");
+    host.signal(libc::SIGTERM);
+    assert_eq!(host.wait().code(), Some(0));
+}
+
+#[test]
+fn listings_work_in_pasv_and_epsv() {
+    let site = Site::new("ftp-epsv");
+    let (mut host, port) = site.serve(&[]);
+    python(
+        port,
+        r#"
+for extended in (False, True):
+    f = ftplib.FTP(); f.connect('127.0.0.1', PORT, timeout=20); f.login()
+    if extended:
+        f.af = socket.AF_INET6  # makes ftplib use EPSV; it still connects to 127.0.0.1
+    assert 'a.txt' in f.nlst()
+    lines = []; f.retrlines('LIST', lines.append); assert len(lines) >= 5, lines
+    assert 'a.txt' in dict(f.mlsd())
+    data = io.BytesIO(); f.retrbinary('RETR sub/b.txt', data.write); assert data.getvalue() == b'in sub\n'
+    f.quit()
+"#,
+    );
+    let listing = curl(&[&format!("ftp://127.0.0.1:{port}/")]);
+    assert!(
+        String::from_utf8_lossy(&listing.stdout).contains(" a.txt"),
+        "{listing:?}"
+    );
+    host.signal(libc::SIGTERM);
+    assert_eq!(host.wait().code(), Some(0));
+}
+
+#[test]
+fn a_50_mb_download_is_byte_for_byte_the_file_and_resumes() {
+    let site = Site::new("ftp-big");
+    let (mut host, port) = site.serve(&[]);
+    let out_dir = TempDir::new("ftp-big-out");
+    let copy = out_dir.join("big.bin");
+    let got = curl(&[
+        "-o",
+        copy.to_str().unwrap(),
+        &format!("ftp://127.0.0.1:{port}/big.bin"),
+    ]);
+    assert!(got.status.success(), "{got:?}");
+    assert_eq!(sha256(&copy), sha256(&site.root().join("big.bin")));
+    // Resume a download cut at 20 MB.
+    let file = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
+    file.set_len(20_000_000).unwrap();
+    let resumed = curl(&[
+        "-C",
+        "-",
+        "-o",
+        copy.to_str().unwrap(),
+        &format!("ftp://127.0.0.1:{port}/big.bin"),
+    ]);
+    assert!(resumed.status.success(), "{resumed:?}");
+    assert_eq!(sha256(&copy), sha256(&site.root().join("big.bin")));
+    let digest = python(
+        port,
+        r#"
+f = ftplib.FTP(); f.connect('127.0.0.1', PORT, timeout=20); f.login()
+digest = hashlib.sha256(); f.retrbinary('RETR big.bin', digest.update, blocksize=1 << 20)
+print(digest.hexdigest())
+f.quit()
+"#,
+    );
+    assert!(
+        digest.contains(&sha256(&site.root().join("big.bin"))),
+        "ftplib's digest: {digest}"
+    );
+    host.signal(libc::SIGTERM);
+    assert_eq!(host.wait().code(), Some(0));
+}
+
+#[test]
+fn a_user_from_the_password_file_reads_and_writes_inside_the_root() {
+    let site = Site::new("ftp-user");
+    let (mut host, port) = site.serve(&[]);
+    python(
+        port,
+        r#"
+f = ftplib.FTP(); f.connect('127.0.0.1', PORT, timeout=20)
+assert f.login('alice', 'wonderland').startswith('230')
+f.storbinary('STOR up.txt', io.BytesIO(b'uploaded\n'))
+f.storbinary('APPE up.txt', io.BytesIO(b'appended\n'))
+data = io.BytesIO(); f.retrbinary('RETR up.txt', data.write); assert data.getvalue() == b'uploaded\nappended\n', data.getvalue()
+assert f.size('up.txt') == 18
+f.mkd('made'); f.cwd('made'); f.storbinary('STOR inner.txt', io.BytesIO(b'x')); f.cwd('/')
+f.rename('up.txt', 'made/renamed.txt')
+assert 'renamed.txt' in f.nlst('made')
+f.delete('made/renamed.txt'); f.delete('made/inner.txt'); f.rmd('made')
+assert 'made' not in f.nlst()
+f.quit()
+# bob's home is home/alice: he sees only that directory, as his root.
+g = ftplib.FTP(); g.connect('127.0.0.1', PORT, timeout=20); g.login('bob', 'wonderland')
+assert g.nlst() == [], g.nlst()
+g.storbinary('STOR mine.txt', io.BytesIO(b'bob'))
+try:
+    g.retrbinary('RETR ../../a.txt', io.BytesIO().write); raise SystemExit('bob left his home')
+except ftplib.error_perm as e:
+    assert str(e).startswith('550'), e
+g.quit()
+"#,
+    );
+    assert_eq!(
+        std::fs::read_to_string(site.root().join("home/alice/mine.txt")).unwrap(),
+        "bob"
+    );
+    host.wait_for_line("[ftp] alice uploaded /up.txt (9 bytes in ");
+    host.wait_for_line("[ftp] alice logged out from 127.0.0.1");
+    host.signal(libc::SIGTERM);
+    assert_eq!(host.wait().code(), Some(0));
+}
+
+#[test]
+fn wrong_passwords_get_530_after_a_delay_and_a_guesser_is_banned() {
+    let site = Site::new("ftp-guess");
+    let (mut host, port) = site.serve(&[]);
+    python(
+        port,
+        r#"
+f = ftplib.FTP(); f.connect('127.0.0.1', PORT, timeout=20)
+started = time.time()
+try:
+    f.login('alice', 'wrong'); raise SystemExit('a wrong password was accepted')
+except ftplib.error_perm as e:
+    assert str(e).startswith('530'), e
+assert time.time() - started >= 0.9, 'no delay after a wrong password'
+try:
+    f.login('nosuchuser', 'x'); raise SystemExit('an unknown user was accepted')
+except ftplib.error_perm as e:
+    assert str(e).startswith('530'), e
+f.close()
+# Eight more failures, in parallel: ten in all from this address within a minute.
+def fail():
+    g = ftplib.FTP(); g.connect('127.0.0.1', PORT, timeout=20)
+    try: g.login('alice', 'wrong')
+    except ftplib.error_perm: pass
+    g.close()
+threads = [threading.Thread(target=fail) for _ in range(8)]
+[t.start() for t in threads]; [t.join() for t in threads]
+h = ftplib.FTP()
+try:
+    h.connect('127.0.0.1', PORT, timeout=20); h.login('alice', 'wonderland'); raise SystemExit('a banned address logged in')
+except ftplib.error_temp as e:
+    assert str(e).startswith('421 Too many failed logins'), e
+"#,
+    );
+    host.wait_for_line("failed logins from 127.0.0.1 within 60s; refusing it for 300s");
+    host.signal(libc::SIGTERM);
+    assert_eq!(host.wait().code(), Some(0));
+}
+
+#[test]
+fn no_path_or_symlink_leads_outside_the_root() {
+    let site = Site::new("ftp-escape");
+    let (mut host, port) = site.serve(&[]);
+    python(
+        port,
+        r#"
+f = ftplib.FTP(); f.connect('127.0.0.1', PORT, timeout=20); f.login('alice', 'wonderland')
+for path in ['../outside.txt', '/../outside.txt', '../../../../etc/passwd', 'passwd-link', 'relative-link', 'etc-link/passwd', '/%2e%2e/outside.txt', 'sub/../../outside.txt']:
+    try:
+        data = io.BytesIO(); f.retrbinary('RETR ' + path, data.write)
+        raise SystemExit('read outside the root through %r: %r' % (path, data.getvalue()[:40]))
+    except ftplib.error_perm as e:
+        assert str(e).startswith('550'), (path, e)
+for path in ['..', 'etc-link', '/..']:
+    try:
+        f.cwd(path)
+        assert f.pwd() == '/' or not f.pwd().startswith('/etc'), f.pwd()
+        assert 'passwd' not in f.nlst(), 'listed /etc through %r' % path
+        f.cwd('/')
+    except ftplib.error_perm as e:
+        assert str(e).startswith('550'), (path, e)
+try:
+    f.storbinary('STOR ../escaped.txt', io.BytesIO(b'x')); raise SystemExit('wrote outside the root')
+except ftplib.error_perm as e:
+    assert str(e).startswith('550'), e
+f.quit()
+"#,
+    );
+    assert!(!site.dir.join("escaped.txt").exists());
+    host.signal(libc::SIGTERM);
+    assert_eq!(host.wait().code(), Some(0));
+}
+
+#[test]
+fn active_mode_is_refused_so_the_server_cannot_be_bounced() {
+    let site = Site::new("ftp-bounce");
+    let (mut host, port) = site.serve(&[]);
+    python(
+        port,
+        r#"
+f = ftplib.FTP(); f.connect('127.0.0.1', PORT, timeout=20); f.login()
+for command, code in [('PORT 192,0,2,1,0,25', '502'), ('PORT 127,0,0,1,0,22', '502'), ('EPRT |1|192.0.2.1|25|', '500')]:
+    try:
+        f.sendcmd(command); raise SystemExit(command + ' was accepted')
+    except ftplib.error_perm as e:
+        assert str(e).startswith(code), (command, e)
+f.set_pasv(False)
+try:
+    f.retrbinary('RETR a.txt', io.BytesIO().write); raise SystemExit('an active-mode transfer happened')
+except ftplib.error_perm:
+    pass
+f.close()
+"#,
+    );
+    host.signal(libc::SIGTERM);
+    assert_eq!(host.wait().code(), Some(0));
+}
+
+#[test]
+fn garbage_and_huge_commands_hurt_nobody_else() {
+    let site = Site::new("ftp-garbage");
+    let (mut host, port) = site.serve(&[]);
+    python(
+        port,
+        r#"
+survivor = ftplib.FTP(); survivor.connect('127.0.0.1', PORT, timeout=20); survivor.login()
+def raw(payload):
+    s = socket.create_connection(('127.0.0.1', PORT), timeout=20)
+    s.recv(1024)
+    s.sendall(payload)
+    s.settimeout(5)
+    try:
+        reply = s.recv(1024)
+    except socket.timeout:
+        reply = b''
+    s.close()
+    return reply
+assert raw(b'BOGUS command\r\n')[:3] in (b'500', b'530'), 'an unknown command gets a reply'
+assert raw(b'\xff\xfe\xfd\r\n').startswith(b'500')
+assert raw(b'CWD ' + b'x' * 100_000 + b'\r\n')[:3] in (b'530', b'550', b'500'), 'a 100 KB line gets a reply'
+assert raw(b'\x00\x01\x02\r\n\r\n')
+raw(b'USER anonymous\r\nPASS x\r\nLIST\r\nRETR\r\n' * 50)
+assert 'a.txt' in survivor.nlst(), 'the other session still works'
+survivor.quit()
+"#,
+    );
+    host.signal(libc::SIGTERM);
+    assert_eq!(host.wait().code(), Some(0));
+}
+
+#[test]
+fn fifty_clients_at_once() {
+    let site = Site::new("ftp-fifty");
+    let (mut host, port) = site.serve(&[]);
+    python(
+        port,
+        r#"
+errors = []
+def client(n):
+    try:
+        f = ftplib.FTP(); f.connect('127.0.0.1', PORT, timeout=30)
+        f.login('alice', 'wonderland') if n % 2 else f.login()
+        assert 'a.txt' in f.nlst()
+        data = io.BytesIO(); f.retrbinary('RETR a.txt', data.write); assert data.getvalue() == b'hello\nworld\n'
+        f.quit()
+    except Exception as e:
+        errors.append(repr(e))
+threads = [threading.Thread(target=client, args=(n,)) for n in range(50)]
+[t.start() for t in threads]; [t.join() for t in threads]
+assert not errors, errors
+"#,
+    );
+    host.signal(libc::SIGTERM);
+    assert_eq!(host.wait().code(), Some(0));
+}
+
+#[test]
+fn max_connections_turns_away_the_next_client_with_421() {
+    let site = Site::new("ftp-max");
+    let (mut host, port) = site.serve(&["--max-connections", "2"]);
+    python(
+        port,
+        r#"
+a = ftplib.FTP(); a.connect('127.0.0.1', PORT, timeout=20)
+b = ftplib.FTP(); b.connect('127.0.0.1', PORT, timeout=20)
+c = ftplib.FTP()
+try:
+    c.connect('127.0.0.1', PORT, timeout=20); raise SystemExit('a third session was served')
+except ftplib.error_temp as e:
+    assert str(e).startswith('421 Too many connections'), e
+a.quit()
+time.sleep(0.3)
+d = ftplib.FTP(); d.connect('127.0.0.1', PORT, timeout=20); d.login(); d.quit(); b.quit()
+"#,
+    );
+    host.signal(libc::SIGTERM);
+    assert_eq!(host.wait().code(), Some(0));
+}
+
+#[test]
+fn large_uploads_and_downloads_stream_without_growing_memory() {
+    let site = Site::new("ftp-stream");
+    let (mut host, port) = site.serve(&[]);
+    python(
+        port,
+        r#"
+f = ftplib.FTP(); f.connect('127.0.0.1', PORT, timeout=60); f.login('alice', 'wonderland')
+class Zeros(io.RawIOBase):
+    def __init__(self, size): self.left = size
+    def readable(self): return True
+    def readinto(self, buffer):
+        n = min(len(buffer), self.left); buffer[:n] = bytes(n); self.left -= n; return n
+f.storbinary('STOR huge.bin', io.BufferedReader(Zeros(300_000_000), 1 << 20), blocksize=1 << 20)
+count = [0]
+def sink(block): count[0] += len(block)
+f.retrbinary('RETR huge.bin', sink, blocksize=1 << 20)
+assert count[0] == 300_000_000, count
+f.quit()
+"#,
+    );
+    assert_eq!(
+        std::fs::metadata(site.root().join("home/../huge.bin"))
+            .unwrap()
+            .len(),
+        300_000_000
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", host.pid())).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        peak_kb < 100_000,
+        "300 MB each way should not need {peak_kb} kB of memory"
+    );
+    host.signal(libc::SIGTERM);
+    assert_eq!(host.wait().code(), Some(0));
+}
+
+/// A self-signed certificate for localhost, made with openssl.
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+#[test]
+fn ftps_with_a_self_signed_certificate() {
+    let site = Site::new("ftp-tls");
+    let (cert, key) = self_signed(site.dir.path());
+    let (mut host, port) = site.serve(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--require-tls",
+    ]);
+    python(
+        port,
+        &format!(
+            r#"
+context = ssl.create_default_context(cafile={cert:?})
+context.check_hostname = False
+f = ftplib.FTP_TLS(context=context); f.connect('127.0.0.1', PORT, timeout=20)
+f.auth(); f.login('alice', 'wonderland'); f.prot_p()
+data = io.BytesIO(); f.retrbinary('RETR a.txt', data.write); assert data.getvalue() == b'hello\nworld\n'
+assert 'a.txt' in f.nlst()
+f.quit()
+plain = ftplib.FTP(); plain.connect('127.0.0.1', PORT, timeout=20)
+try:
+    plain.login('alice', 'wonderland'); raise SystemExit('a plain-text login was accepted with --require-tls')
+except ftplib.error_perm as e:
+    assert str(e)[:3] in ('521', '530', '534'), e
+"#,
+            cert = cert.to_str().unwrap()
+        ),
+    );
+    // Uploads with curl: libunftp closes a TLS data connection without TLS's close_notify, which
+    // ftplib's storbinary reports as an error after the upload succeeded (see the README).
+    let upload = site.dir.join("upload.txt");
+    std::fs::write(&upload, "over tls").unwrap();
+    let stored = curl(&[
+        "--ssl-reqd",
+        "--cacert",
+        cert.to_str().unwrap(),
+        "--user",
+        "alice:wonderland",
+        "-T",
+        upload.to_str().unwrap(),
+        &format!("ftp://localhost:{port}/secure.txt"),
+    ]);
+    assert!(stored.status.success(), "{stored:?}");
+    assert_eq!(
+        std::fs::read_to_string(site.root().join("secure.txt")).unwrap(),
+        "over tls"
+    );
+    let refused = curl(&[
+        "--user",
+        "alice:wonderland",
+        &format!("ftp://127.0.0.1:{port}/a.txt"),
+    ]);
+    assert!(
+        !refused.status.success(),
+        "a plain-text download with --require-tls: {refused:?}"
+    );
+    host.signal(libc::SIGTERM);
+    assert_eq!(host.wait().code(), Some(0));
+}
+
+#[test]
+fn bad_configuration_is_one_line_and_exit_1() {
+    let site = Site::new("ftp-config");
+    let plain = site.dir.join("plain");
+    std::fs::write(&plain, "carol:letmein\n").unwrap();
+    let root = site.root();
+    for (args, expected) in [
+        (vec!["--root", "/nonexistent"], "host: ftp: cannot serve /nonexistent: No such file or directory (os error 2)".to_string()),
+        (
+            vec!["--root", root.to_str().unwrap(), "--password-file", plain.to_str().unwrap()],
+            format!("host: ftp: {} line 1: the password of 'carol' is not a bcrypt or argon2 hash (plain-text passwords need --allow-plaintext-passwords)", plain.display()),
+        ),
+        (vec!["--root", root.to_str().unwrap(), "--require-tls"], "host: ftp: --require-tls needs --tls-cert and --tls-key".to_string()),
+        (vec!["--root", root.to_str().unwrap(), "--passive-ports", "9-1"], "host: ftp: --passive-ports '9-1' is not LOW-HIGH with 1024 <= LOW <= HIGH <= 65535".to_string()),
+    ] {
+        let mut all = vec!["--pidfile", "", "-n", "ftp", "--listen", "tcp:0:interface=127.0.0.1"];
+        all.extend(args);
+        let out = run(host_e2e::host_command(&all));
+        assert_eq!(out.code(), Some(1), "{out:?}");
+        assert_eq!(out.stderr.trim_end(), expected);
+    }
+    let mut allowed = host_e2e::host_command(&[
+        "--pidfile",
+        "",
+        "-n",
+        "ftp",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--root",
+        root.to_str().unwrap(),
+        "--password-file",
+        plain.to_str().unwrap(),
+        "--allow-plaintext-passwords",
+    ]);
+    let host = Running::spawn(&mut allowed);
+    host.wait_for_line(&format!(
+        "serving {} (anonymous 'anonymous': read-only; 1 password-file user(s); FTPS: off)",
+        root.display()
+    ));
+}
