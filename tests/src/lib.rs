@@ -284,6 +284,19 @@ impl Running {
         assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
     }
 
+    /// Stops the host with SIGTERM and checks that it shut down cleanly (exit 0).
+    pub fn stop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "unclean stop:\n{}\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+    }
+
     /// Waits for the process to exit (killing it after [`PATIENCE`]) and for its output to end.
     pub fn wait(&mut self) -> ExitStatus {
         self.wait_within(PATIENCE)

@@ -111,8 +111,7 @@ fn an_unchanged_directory_is_listed_without_loading_any_library() {
     command.env("HOST_FIXTURE_LOAD_TRACE", &trace);
     let mut host = Running::spawn(&mut command);
     host.wait_for_line("[traced_a] traced started");
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
     let after = loads(&trace);
     assert_eq!(after[..2], probed[..]);
     assert_eq!(after[2..], [format!("libtraced_a.so {}", host.pid())]);

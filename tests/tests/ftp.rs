@@ -60,16 +60,7 @@ impl Site {
         ];
         args.extend(extra);
         let host = Running::start(&args);
-        let line = host.wait_for_line("ftp starting on tcp:");
-        let port = line
-            .split("tcp:")
-            .nth(1)
-            .unwrap()
-            .split(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let port = host.port();
         (host, port)
     }
 }
@@ -164,8 +155,7 @@ f.quit()
     assert!(!site.root().join("new.txt").exists());
     host.wait_for_line("[ftp] anonymous logged in from 127.0.0.1");
     host.wait_for_line("[ftp] anonymous downloaded /a.txt (12 bytes in ");
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
 }
 
 #[test]
@@ -191,8 +181,7 @@ for extended in (False, True):
         String::from_utf8_lossy(&listing.stdout).contains(" a.txt"),
         "{listing:?}"
     );
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
 }
 
 #[test]
@@ -233,8 +222,7 @@ f.quit()
         digest.contains(&sha256(&site.root().join("big.bin"))),
         "ftplib's digest: {digest}"
     );
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
 }
 
 #[test]
@@ -273,8 +261,7 @@ g.quit()
     );
     host.wait_for_line("[ftp] alice uploaded /up.txt (9 bytes in ");
     host.wait_for_line("[ftp] alice logged out from 127.0.0.1");
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
 }
 
 #[test]
@@ -312,8 +299,7 @@ except ftplib.error_temp as e:
 "#,
     );
     host.wait_for_line("failed logins from 127.0.0.1 within 60s; refusing it for 300s");
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
 }
 
 #[test]
@@ -346,8 +332,7 @@ f.quit()
 "#,
     );
     assert!(!site.dir.join("escaped.txt").exists());
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
 }
 
 #[test]
@@ -371,8 +356,7 @@ except ftplib.error_perm:
 f.close()
 "#,
     );
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
 }
 
 #[test]
@@ -403,8 +387,7 @@ assert 'a.txt' in survivor.nlst(), 'the other session still works'
 survivor.quit()
 "#,
     );
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
 }
 
 #[test]
@@ -429,8 +412,7 @@ threads = [threading.Thread(target=client, args=(n,)) for n in range(50)]
 assert not errors, errors
 "#,
     );
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
 }
 
 #[test]
@@ -452,8 +434,7 @@ time.sleep(0.3)
 d = ftplib.FTP(); d.connect('127.0.0.1', PORT, timeout=20); d.login(); d.quit(); b.quit()
 "#,
     );
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
 }
 
 #[test]
@@ -495,8 +476,7 @@ f.quit()
         peak_kb < 100_000,
         "300 MB each way should not need {peak_kb} kB of memory"
     );
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
 }
 
 /// A self-signed certificate for localhost, made with openssl.
@@ -587,8 +567,7 @@ except ftplib.error_perm as e:
         !refused.status.success(),
         "a plain-text download with --require-tls: {refused:?}"
     );
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
 }
 
 #[test]

@@ -83,24 +83,14 @@ fn the_template_builds_out_of_tree_tests_and_runs_through_host() {
         "--listen",
         "tcp:0:interface=127.0.0.1",
     ]);
-    let port: u16 = host
-        .wait_for_line("echo starting on tcp:")
-        .split("tcp:")
-        .nth(1)
-        .unwrap()
-        .split(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = host.port();
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(host_e2e::PATIENCE)).unwrap();
     stream.write_all(b"hello\n").unwrap();
     let mut lines = BufReader::new(stream).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "echo ready");
     assert_eq!(lines.next().unwrap().unwrap(), "HELLO");
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
 }
 
 #[test]
@@ -116,22 +106,12 @@ fn a_plugin_built_against_an_older_minor_loads_and_runs() {
     assert!(help.stdout.contains("--listen <LISTEN>"), "{help:?}");
 
     let mut host = Running::start(&["--plugin-dir", plugin_dir, "-n", "oldminor"]);
-    let port: u16 = host
-        .wait_for_line("oldminor starting on tcp:")
-        .split("tcp:")
-        .nth(1)
-        .unwrap()
-        .split(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = host.port();
     assert_eq!(fetch(port), b"built against plugin-api 1.0.0\n");
     // reload/1 arrived in 1.1: the older plugin does not offer it, and nothing breaks.
     host.signal(libc::SIGHUP);
     host.wait_for_line("[-] Received SIGHUP, ignored (oldminor cannot reload).");
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
 }
 
 #[test]

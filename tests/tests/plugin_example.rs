@@ -50,6 +50,5 @@ fn the_hello_example_runs_as_a_plugin() {
     let port = host.port();
     assert_eq!(fetch(port), b"hello\n");
     host.wait_for_line("[hello] greeting 127.0.0.1:");
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
 }

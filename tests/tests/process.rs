@@ -309,8 +309,7 @@ fn the_log_rotates_by_size_under_load_without_losing_or_tearing_a_line() {
     let port = port_in_log(&dir.join("host.log"));
     load(port, 2000);
     wait_until("every line is logged", || logged_poems(dir.path()) == 2000);
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
     assert_eq!(logged_poems(dir.path()), 2000);
     assert!(
         dir.join("host.log.1").exists() && dir.join("host.log.5").exists(),
@@ -348,8 +347,7 @@ fn sigusr1_reopens_the_log_file_for_logrotate() {
         read(&dir.join("host.log")).contains("Received SIGUSR1, reopened the log file.")
     });
     load(port, 300);
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
     let moved = read(&dir.join("moved"))
         .matches("sending 653 bytes")
         .count();
@@ -369,16 +367,7 @@ fn json_log_lines_parse() {
         "--listen",
         "tcp:0:interface=127.0.0.1",
     ]);
-    let line = host.wait_for_line("starting on tcp:");
-    let port: u16 = line
-        .split("tcp:")
-        .nth(1)
-        .unwrap()
-        .split(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = host.port();
     fetch(port);
     host.wait_for_line("sending 3003 bytes");
     host.signal(libc::SIGINT);
@@ -434,8 +423,7 @@ fn syslog_gets_the_log_with_the_prefix() {
         let n = syslog.recv(&mut buffer).expect("a syslog message");
         received.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
     }
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
     let first = &received[0];
     assert!(
         first.starts_with("<30>"),
@@ -509,8 +497,7 @@ fn binds_as_root_then_runs_every_thread_as_nobody() {
         assert_eq!(line("Gid:"), "65534 65534 65534 65534", "{status}");
         assert_eq!(line("Groups:"), "65534", "{status}");
     }
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
 }
 
 #[test]
@@ -537,8 +524,7 @@ fn chroot_happens_after_binding_and_before_the_drop() {
     assert_eq!(fetch(port).len(), 3003);
     let root = std::fs::read_link(format!("/proc/{}/root", host.pid())).unwrap();
     assert_eq!(root, jail.path());
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
 }
 
 #[test]
@@ -744,8 +730,7 @@ fn socket_activation_adopts_the_listening_socket_systemd_passes() {
         "{line}"
     );
     assert_eq!(fetch(port).len(), 3003);
-    host.signal(libc::SIGTERM);
-    assert_eq!(host.wait().code(), Some(0));
+    host.stop();
 
     let out = host_e2e::run_host(&[
         "--pidfile",
