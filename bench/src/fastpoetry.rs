@@ -45,10 +45,10 @@ pub fn run(options: &Options) -> Result<(), String> {
     let [host_server, baseline_server] =
         start(&host, &baseline, Path::new(POEM), "poem", &scratch)?;
     let pair = [&host_server, &baseline_server];
-    let rss_started = rss_row("idle RSS MB after start", pair)?;
+    let rss_started = Row::rss("idle RSS MB after start", pair)?;
     let outcomes = measure(&runtime, pair, poem.len(), &CONCURRENCY, options);
     std::thread::sleep(SETTLE);
-    let rss_loaded = rss_row("idle RSS MB after load", pair)?;
+    let rss_loaded = Row::rss("idle RSS MB after load", pair)?;
     host_server.stop()?;
     baseline_server.stop()?;
 
@@ -60,20 +60,20 @@ pub fn run(options: &Options) -> Result<(), String> {
 
     let mut rows = Vec::new();
     for (c, outcomes) in CONCURRENCY.iter().zip(&outcomes) {
-        rows.push(row(
+        rows.push(Row::of(
             format!("poems/s c={c}"),
             outcomes,
             Outcome::poems_per_sec,
         ));
-        rows.push(row(format!("p99 ms c={c}"), outcomes, Outcome::p99_ms));
+        rows.push(Row::of(format!("p99 ms c={c}"), outcomes, Outcome::p99_ms));
     }
     for (c, outcomes) in BIG_CONCURRENCY.iter().zip(&big_outcomes) {
         let mb_per_sec = |o: &Outcome| o.mb_per_sec(BIG_POEM_LEN);
-        rows.push(row(format!("MB/s 10MB c={c}"), outcomes, mb_per_sec));
+        rows.push(Row::of(format!("MB/s 10MB c={c}"), outcomes, mb_per_sec));
     }
     rows.extend([rss_started, rss_loaded]);
     println!();
-    report::print_table(COLUMNS, &rows);
+    report::print_table(COLUMNS, "ratio", &rows);
     let errors = |side: usize| -> usize {
         let all = outcomes.iter().chain(&big_outcomes);
         all.flat_map(|pair| &pair[side]).map(|o| o.errors).sum()
@@ -124,9 +124,8 @@ fn start(
     Ok([host, baseline])
 }
 
-/// Runs every concurrency `options.rounds` times on both servers, swapping which goes first
-/// each round so drift in the shared machine's load falls on both alike. The result holds,
-/// per concurrency, each server's outcomes in round order.
+/// Runs every concurrency `options.rounds` times on both servers, alternating them. The result
+/// holds, per concurrency, each server's outcomes in round order.
 fn measure(
     runtime: &Runtime,
     servers: [&Server; 2],
@@ -138,8 +137,7 @@ fn measure(
         concurrencies.iter().map(|_| Default::default()).collect();
     for round in 0..options.rounds {
         for (&concurrency, outcomes) in concurrencies.iter().zip(&mut outcomes) {
-            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for side in order {
+            for side in report::sides(round) {
                 let load = Load {
                     addr: servers[side].addr(),
                     poem_len,
@@ -152,17 +150,4 @@ fn measure(
         }
     }
     outcomes
-}
-
-fn row(label: String, outcomes: &[Vec<Outcome>; 2], metric: impl Fn(&Outcome) -> f64) -> Row {
-    let samples = outcomes.each_ref().map(|o| o.iter().map(&metric).collect());
-    Row { label, samples }
-}
-
-fn rss_row(label: &str, servers: [&Server; 2]) -> Result<Row, String> {
-    let [host, baseline] = servers;
-    Ok(Row {
-        label: label.to_owned(),
-        samples: [vec![host.rss_mb()?], vec![baseline.rss_mb()?]],
-    })
 }

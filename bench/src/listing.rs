@@ -218,17 +218,16 @@ pub fn run(options: &Options) -> Result<(), String> {
         samples: m.samples,
     }));
     println!();
-    let verdict = |met: bool| if met { "met" } else { "missed" };
     let warm_ratio = warm / version;
     println!(
         "goal: warm listing of 100 plugins within {GOAL_WARM_RATIO}× `host --version`: \
          {warm_ratio:.2}×, {}",
-        verdict(warm_ratio <= GOAL_WARM_RATIO)
+        report::verdict(warm_ratio <= GOAL_WARM_RATIO)
     );
     println!(
         "goal: cold listing of 100 plugins under 1 s: {} ms, {}",
         report::format_value(cold),
-        verdict(cold < GOAL_COLD_MS)
+        report::verdict(cold < GOAL_COLD_MS)
     );
     Ok(())
 }

@@ -4,11 +4,15 @@
 //! bench starts the binaries it finds next to itself.
 
 mod fastpoetry;
+mod ftp;
+mod ftp_client;
+mod ftp_load;
 mod listing;
 mod load;
 mod report;
 mod scratch;
 mod servers;
+mod vsftpd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,14 +21,19 @@ use std::time::Duration;
 const USAGE: &str =
     "usage: bench fastpoetry [--seconds S] [--rounds N] [--max-poems N] [--host PATH]
        bench listing [--rounds N] [--fixture PATH] [--host PATH]
+       bench ftp [--seconds S] [--rounds N] [--host PATH]
 
 fastpoetry: host's fastpoetry plugin against a minimal tokio server.
 listing: `host --plugin-dir DIR` listing 1 and 100 plugins, with and without DIR's
 dropin.cache, against `host --version`.
+ftp: host's ftp plugin against vsftpd (/usr/sbin/vsftpd, from `apt-get install -y vsftpd`),
+both on 127.0.0.1 serving the same files: RETR of 200 MB by one client, and sessions (login,
+LIST, RETR 64 KiB, QUIT) by 20 clients at once.
 
-  --seconds S     length of each measurement [default: 2]
+  --seconds S     length of each measurement; ftp retrieves 200 MB at most 3 times in it
+                  [default: 2]
   --rounds N      repetitions of each measurement, at most 1000; listing runs its cold
-                  listings in one round out of three [default: fastpoetry 3, listing 30]
+                  listings in one round out of three [default: fastpoetry 3, listing 30, ftp 5]
   --max-poems N   cap on the poems one measurement asks for [default: 100000]
   --fixture PATH  the plugin listing copies 100 times
                   [default: target/fixtures/release/libtraced.so]
@@ -43,7 +52,7 @@ pub struct Options {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    println!("command: {}", args.join(" "));
+    println!("command: {}", command_line());
     let result = match args.get(1).map(String::as_str) {
         Some("fastpoetry") => {
             let accepted = ["--seconds", "--rounds", "--max-poems", "--host"];
@@ -52,6 +61,10 @@ fn main() -> ExitCode {
         Some("listing") => {
             let accepted = ["--rounds", "--fixture", "--host"];
             parse_options(&args[2..], &accepted, 30).and_then(|o| listing::run(&o))
+        }
+        Some("ftp") => {
+            let accepted = ["--seconds", "--rounds", "--host"];
+            parse_options(&args[2..], &accepted, 5).and_then(|o| ftp::run(&o))
         }
         Some("-h" | "--help") => {
             println!("{USAGE}");
@@ -66,6 +79,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// This run's command line, for the report.
+pub fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
 }
 
 /// Parses the options of a subcommand that takes those `accepted`.

@@ -3,25 +3,58 @@
 //! moves both sides). Timing commands: one row per command, its median and 90th percentile,
 //! and the ratio of its median to the baseline's.
 
+use crate::servers::Server;
+
 /// One measurement: its samples, one per round, for the server under test and the baseline.
 pub struct Row {
     pub label: String,
     pub samples: [Vec<f64>; 2],
 }
 
-/// Prints `rows` as a Markdown table headed by the two servers' names.
-pub fn print_table(columns: [&str; 2], rows: &[Row]) {
-    let [host, baseline] = columns;
-    println!("| measurement | {host} | {baseline} | ratio |");
-    println!("|---|---:|---:|---:|");
-    for Row { label, samples } in rows {
-        let [host, baseline] = samples;
+impl Row {
+    /// The row of `metric` over both servers' outcomes, one per round.
+    pub fn of<T>(label: String, outcomes: &[Vec<T>; 2], metric: impl Fn(&T) -> f64) -> Self {
+        let samples = outcomes.each_ref().map(|o| o.iter().map(&metric).collect());
+        Self { label, samples }
+    }
+
+    /// The median of the per-round ratios, server under test to baseline.
+    pub fn ratio(&self) -> f64 {
+        let [host, baseline] = &self.samples;
         let ratios: Vec<f64> = host.iter().zip(baseline).map(|(h, b)| h / b).collect();
+        median(&ratios)
+    }
+
+    /// Both servers' resident set size now, in MB.
+    pub fn rss(label: &str, servers: [&Server; 2]) -> Result<Self, String> {
+        let [host, baseline] = servers;
+        Ok(Self {
+            label: label.to_owned(),
+            samples: [vec![host.rss_mb()?], vec![baseline.rss_mb()?]],
+        })
+    }
+}
+
+/// The order in which the two servers (0: under test, 1: baseline) are measured in `round`:
+/// swapped each round, so drift in the shared machine's load falls on both alike.
+pub fn sides(round: usize) -> [usize; 2] {
+    [round % 2, (round + 1) % 2]
+}
+
+/// Prints `rows` as a Markdown table headed by the two servers' names and `ratio`, the
+/// heading of the ratio column.
+pub fn print_table(columns: [&str; 2], ratio: &str, rows: &[Row]) {
+    let [host, baseline] = columns;
+    println!("| measurement | {host} | {baseline} | {ratio} |");
+    println!("|---|---:|---:|---:|");
+    for row in rows {
+        let [host, baseline] = &row.samples;
         println!(
-            "| {label} | {} | {} | {} |",
+            "| {} | {} | {} | {} |",
+            row.label,
             format_value(median(host)),
             format_value(median(baseline)),
-            format_ratio(median(&ratios)),
+            format_ratio(row.ratio()),
         );
     }
 }
@@ -78,6 +111,15 @@ pub fn format_value(value: f64) -> String {
         v if v >= 100.0 => format!("{value:.0}"),
         v if v >= 10.0 => format!("{value:.1}"),
         _ => format!("{value:.2}"),
+    }
+}
+
+/// How a goal came out.
+pub fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "missed"
     }
 }
 

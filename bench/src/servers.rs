@@ -1,19 +1,48 @@
 //! Server processes under test: started with their log in a file, found by the port they
-//! announce, stopped with SIGINT, and never left behind.
+//! announce or listen on, stopped with a signal, and never left behind.
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-/// How long a server may take to announce its port, and to exit after SIGINT.
+/// How long a server may take to be ready, and to exit once told to stop.
 const PATIENCE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(20);
 /// The announcement both host plugins and baselines log, in twistd's words.
 const ANNOUNCEMENT: &str = " starting on tcp:";
+
+/// The kinds of server the benches run, which differ in how they start and stop.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// host and the baselines written for it: they announce their port in twistd's words,
+    /// and exit with status 0 on SIGINT.
+    Twistd,
+    /// A daemon such as vsftpd: it listens on the port its configuration gives, dies of
+    /// SIGTERM, and reports start-up errors ("500 OOPS: …") on fd 0, which is the client's
+    /// connection when inetd starts it.
+    Daemon,
+}
+
+impl Kind {
+    fn stop_signal(self) -> (libc::c_int, &'static str) {
+        match self {
+            Self::Twistd => (libc::SIGINT, "SIGINT"),
+            Self::Daemon => (libc::SIGTERM, "SIGTERM"),
+        }
+    }
+
+    fn stopped_cleanly(self, status: ExitStatus) -> bool {
+        match self {
+            Self::Twistd => status.success(),
+            Self::Daemon => status.success() || status.signal() == Some(libc::SIGTERM),
+        }
+    }
+}
 
 /// A running server; dropping it stops it.
 pub struct Server {
@@ -23,40 +52,86 @@ pub struct Server {
     pub port: u16,
     pid: u32,
     child: Option<Child>,
+    kind: Kind,
+    log: PathBuf,
+    errors: PathBuf,
 }
 
 impl Server {
     /// Starts `program args` with stdout and stderr in files under `dir` and waits until it
-    /// announces its port.
+    /// announces its port; it is stopped with SIGINT and must then exit with status 0.
     pub fn start(
         name: &str,
         program: &Path,
         args: &[OsString],
         dir: &Path,
     ) -> Result<Self, String> {
+        let mut server = Self::spawn(name, program, args, dir, Kind::Twistd)?;
+        server.port = server.wait_until("announced no port", |server| {
+            let text = std::fs::read_to_string(&server.log).unwrap_or_default();
+            text.lines().find_map(announced_port)
+        })?;
+        Ok(server)
+    }
+
+    /// Starts a daemon configured to listen on 127.0.0.1:`port` (see [`free_port`]) like
+    /// [`Server::start`], and waits until it accepts connections; it is stopped with SIGTERM.
+    pub fn start_daemon(
+        name: &str,
+        program: &Path,
+        args: &[OsString],
+        dir: &Path,
+        port: u16,
+    ) -> Result<Self, String> {
+        let mut server = Self::spawn(name, program, args, dir, Kind::Daemon)?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let what = format!("accepted no connection on port {port}");
+        server.port = server.wait_until(&what, |_| {
+            TcpStream::connect_timeout(&addr, POLL).ok().map(|_| port)
+        })?;
+        Ok(server)
+    }
+
+    fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[OsString],
+        dir: &Path,
+        kind: Kind,
+    ) -> Result<Self, String> {
         let log = dir.join(format!("{name}.log"));
         let errors = dir.join(format!("{name}.stderr"));
         let create = |path: &Path| {
             File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))
         };
+        let errors_file = create(&errors)?;
+        let stdin = match kind {
+            Kind::Twistd => Stdio::null(),
+            // Start-up errors written to fd 0 (see `Kind::Daemon`) land beside the others.
+            Kind::Daemon => {
+                let clone = errors_file.try_clone();
+                Stdio::from(clone.map_err(|e| format!("cannot reopen {}: {e}", errors.display()))?)
+            }
+        };
         let child = Command::new(program)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(create(&log)?)
-            .stderr(create(&errors)?)
+            .stderr(errors_file)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
-        let mut command = vec![program.display().to_string()];
-        command.extend(args.iter().map(|a| a.to_string_lossy().into_owned()));
-        let mut server = Self {
+        let mut command = vec![shell_word(program.as_os_str())];
+        command.extend(args.iter().map(|a| shell_word(a)));
+        Ok(Self {
             name: name.to_owned(),
             command: format!("{} > {}", command.join(" "), log.display()),
             port: 0,
             pid: child.id(),
             child: Some(child),
-        };
-        server.port = server.wait_for_port(&log, &errors)?;
-        Ok(server)
+            kind,
+            log,
+            errors,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -76,26 +151,35 @@ impl Server {
             .ok_or_else(|| format!("no VmRSS in {path}"))
     }
 
-    /// Stops the server with SIGINT and checks that it exits, and exits cleanly.
+    /// Stops the server and checks that it exits, and exits cleanly.
     pub fn stop(mut self) -> Result<(), String> {
         let Some(child) = self.child.take() else {
             return Ok(());
         };
-        match interrupt_and_wait(child) {
-            Some(status) if status.success() => Ok(()),
-            Some(status) => Err(format!("{} exited on SIGINT with {status}", self.name)),
+        let (signal, signal_name) = self.kind.stop_signal();
+        match signal_and_wait(child, signal) {
+            Some(status) if self.kind.stopped_cleanly(status) => Ok(()),
+            Some(status) => Err(format!(
+                "{} exited on {signal_name} with {status}",
+                self.name
+            )),
             None => Err(format!(
-                "{} did not exit within {PATIENCE:?} of SIGINT; killed it",
+                "{} did not exit within {PATIENCE:?} of {signal_name}; killed it",
                 self.name
             )),
         }
     }
 
-    fn wait_for_port(&mut self, log: &Path, errors: &Path) -> Result<u16, String> {
+    /// Polls `ready` until it gives the port, failing if the server exits first or takes
+    /// longer than [`PATIENCE`]; `what` says what it failed to do.
+    fn wait_until(
+        &mut self,
+        what: &str,
+        mut ready: impl FnMut(&Self) -> Option<u16>,
+    ) -> Result<u16, String> {
         let started = Instant::now();
         loop {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            if let Some(port) = text.lines().find_map(announced_port) {
+            if let Some(port) = ready(self) {
                 return Ok(port);
             }
             let exited = self
@@ -106,14 +190,14 @@ impl Server {
                 return Err(format!(
                     "{} exited during start-up ({status}): {}",
                     self.name,
-                    last_line(errors)
+                    last_line(&self.errors)
                 ));
             }
             if started.elapsed() > PATIENCE {
                 return Err(format!(
-                    "{} announced no port within {PATIENCE:?}; see {}",
+                    "{} {what} within {PATIENCE:?}; see {}",
                     self.name,
-                    log.display()
+                    self.log.display()
                 ));
             }
             sleep(POLL);
@@ -124,17 +208,17 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(child) = self.child.take() {
-            let _ = interrupt_and_wait(child);
+            let _ = signal_and_wait(child, self.kind.stop_signal().0);
         }
     }
 }
 
-/// SIGINT, then SIGKILL if the process outlives [`PATIENCE`]; `None` if it had to be killed.
-fn interrupt_and_wait(mut child: Child) -> Option<ExitStatus> {
+/// `signal`, then SIGKILL if the process outlives [`PATIENCE`]; `None` if it had to be killed.
+fn signal_and_wait(mut child: Child, signal: libc::c_int) -> Option<ExitStatus> {
     let pid = libc::pid_t::try_from(child.id()).expect("pids fit in pid_t");
     // SAFETY: kill(2) has no memory-safety preconditions, and the child is not yet reaped,
     // so the pid cannot belong to another process.
-    unsafe { libc::kill(pid, libc::SIGINT) };
+    unsafe { libc::kill(pid, signal) };
     let started = Instant::now();
     while started.elapsed() < PATIENCE {
         if let Ok(Some(status)) = child.try_wait() {
@@ -153,6 +237,27 @@ fn announced_port(line: &str) -> Option<u16> {
         .next()?
         .parse()
         .ok()
+}
+
+/// A port on 127.0.0.1 free right now, for a server that cannot be told to take any free one.
+/// Another socket may take it before the server binds it; the server then fails to start,
+/// which [`Server::start_daemon`] reports.
+pub fn free_port() -> Result<u16, String> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
+}
+
+/// `word` as a shell would need it, so the reported command line can be pasted.
+fn shell_word(word: &std::ffi::OsStr) -> String {
+    let word = word.to_string_lossy();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:=,@+%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.into_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 fn last_line(path: &Path) -> String {
