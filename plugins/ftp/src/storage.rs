@@ -5,8 +5,9 @@
 //! - read-only users (anonymous, unless `--write-anonymous`) cannot change anything;
 //! - listings do not reveal where symlinks point (a link to /etc/passwd must not say so);
 //! - `MLST name` is resolved against the current directory (libunftp passes it unresolved);
-//! - downloads are read in 1 MiB blocks (unftp-sbe-fs reads 4 KiB at a time, which caps RETR
-//!   far below what the disk and the network can do);
+//! - downloads are read in 1 MiB blocks, the next one while the last is being sent
+//!   (unftp-sbe-fs reads 4 KiB at a time, which caps RETR far below what the disk and the
+//!   network can do);
 //! - every transfer is logged with user, path, bytes, duration and client address.
 
 use crate::accounts::FtpUser;
@@ -14,20 +15,26 @@ use async_trait::async_trait;
 use plugin_api::tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use plugin_api::tracing::info;
 use std::fmt::Debug;
+use std::io::{Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
+use unftp_core::auth::UserDetail;
 use unftp_core::storage::{ErrorKind, Fileinfo, Metadata, Permissions, Result, StorageBackend};
 use unftp_sbe_fs::{Filesystem, Meta};
 
-/// The read size for downloads.
+/// The block size for transfers.
 const TRANSFER_BUFFER: usize = 1 << 20;
 
 /// One session's view of the root.
 #[derive(Debug)]
 pub struct ConfinedFs {
     inner: Filesystem,
+    /// The root (or the user's home), for downloads, which bypass `inner` to read files with
+    /// plain blocking reads; cap-std confines every path to it exactly as `inner` does.
+    dir: Arc<cap_std::fs::Dir>,
+    root: PathBuf,
     peer: SocketAddr,
     /// The session's current directory, as last set by CWD (see `metadata`).
     cwd: Mutex<PathBuf>,
@@ -37,6 +44,11 @@ impl ConfinedFs {
     pub fn new(root: &Path, peer: SocketAddr) -> std::io::Result<Self> {
         Ok(Self {
             inner: Filesystem::new(root)?,
+            dir: Arc::new(cap_std::fs::Dir::open_ambient_dir(
+                root,
+                cap_std::ambient_authority(),
+            )?),
+            root: root.to_path_buf(),
             peer,
             cwd: Mutex::new(PathBuf::from("/")),
         })
@@ -103,7 +115,14 @@ impl StorageBackend<FtpUser> for ConfinedFs {
 
     fn enter(&mut self, user: &FtpUser) -> std::io::Result<()> {
         *self.cwd.lock().unwrap_or_else(|p| p.into_inner()) = PathBuf::from("/");
-        self.inner.enter(user)
+        self.inner.enter(user)?;
+        if let Some(home) = user.home() {
+            let relative = home
+                .strip_prefix(&self.root)
+                .map_err(std::io::Error::other)?;
+            self.dir = Arc::new(self.dir.open_dir(relative)?);
+        }
+        Ok(())
     }
 
     async fn metadata<P: AsRef<Path> + Send + Debug>(
@@ -153,12 +172,16 @@ impl StorageBackend<FtpUser> for ConfinedFs {
     {
         let started = Instant::now();
         let path = path.as_ref().to_path_buf();
-        let file = self.inner.get(user, &path, start_pos).await?;
-        let bytes = plugin_api::tokio::io::copy_buf(
-            &mut BufReader::with_capacity(TRANSFER_BUFFER, file),
-            output,
-        )
-        .await?;
+        let (dir, relative) = (self.dir.clone(), within_root(&path));
+        let file =
+            plugin_api::tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+                let mut file = dir.open(relative)?.into_std();
+                file.seek(SeekFrom::Start(start_pos))?;
+                Ok(file)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+        let bytes = pipelined_copy(file, output).await?;
         self.log_transfer(user, "downloaded", &path, bytes, started);
         Ok(bytes)
     }
@@ -222,4 +245,60 @@ impl StorageBackend<FtpUser> for ConfinedFs {
         *self.cwd.lock().unwrap_or_else(|p| p.into_inner()) = path;
         Ok(())
     }
+}
+
+/// A client path as a path relative to the root, the way unftp-sbe-fs reads it.
+fn within_root(path: &Path) -> PathBuf {
+    match path.strip_prefix("/") {
+        Ok(relative) if relative.as_os_str().is_empty() => PathBuf::from("."),
+        Ok(relative) => relative.to_path_buf(),
+        Err(_) => path.to_path_buf(),
+    }
+}
+
+/// Copies `file` to `output` in [`TRANSFER_BUFFER`] blocks, a blocking thread reading the next
+/// block while the last one is being sent, so disk reads overlap socket writes. Two blocks are
+/// reused throughout: memory stays the same whatever the file's size.
+async fn pipelined_copy<W>(mut file: std::fs::File, output: &mut W) -> std::io::Result<u64>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    use plugin_api::tokio::io::AsyncWriteExt;
+    use plugin_api::tokio::sync::mpsc;
+    use std::io::Read;
+    let (full, mut filled) = mpsc::channel::<Vec<u8>>(1);
+    let (empty, mut spare) = mpsc::channel::<Vec<u8>>(2);
+    for _ in 0..2 {
+        let _ = empty.send(vec![0; TRANSFER_BUFFER]).await;
+    }
+    let reader = plugin_api::tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        while let Some(mut block) = spare.blocking_recv() {
+            block.resize(TRANSFER_BUFFER, 0);
+            let mut length = 0;
+            while length < block.len() {
+                match file.read(&mut block[length..])? {
+                    0 => break,
+                    read => length += read,
+                }
+            }
+            block.truncate(length);
+            // An empty block is the end; a closed channel means the writer gave up.
+            if full.blocking_send(block).is_err() || length == 0 {
+                break;
+            }
+        }
+        Ok(())
+    });
+    let mut total = 0;
+    while let Some(block) = filled.recv().await {
+        if block.is_empty() {
+            break;
+        }
+        output.write_all(&block).await?;
+        total += block.len() as u64;
+        let _ = empty.send(block).await;
+    }
+    drop(filled);
+    reader.await.map_err(std::io::Error::other)??;
+    Ok(total)
 }
