@@ -1,8 +1,8 @@
 //! `host`: runs network services from plugin libraries, like Twisted's `twistd`.
 //!
-//! The run, in order: parse the global options → discover plugins → parse the chosen plugin's
-//! options → open the log → load that one library → `make_service` → `privileged_start` →
-//! `start` → wait for a signal → `stop` → exit.
+//! Here: parse the global options → discover plugins (`dropin-cache`) → list them, report on
+//! them, or parse the chosen plugin's options. Running the plugin, from opening the log to the
+//! last line, is `launch`'s job; the main loop is `application`'s.
 
 mod application;
 mod cli;
