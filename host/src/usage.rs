@@ -9,7 +9,9 @@ pub fn render(mut command: Command, discovery: &Discovery) -> String {
     // scan every character of it for styling, which was a tenth of a warm listing's time.
     let mut text = command.render_help().to_string();
     text.push_str("\nPlugins:\n");
-    text.push_str(&plugin_table(discovery, |plugin| plugin.description().to_string()));
+    text.push_str(&plugin_table(discovery, |plugin| {
+        plugin.description().to_string()
+    }));
     if discovery.plugins().len() == 0 {
         let _ = writeln!(text, "  (none found in {})", searched_list(discovery));
     }
