@@ -450,3 +450,51 @@ fn a_directory_named_dropin_cache_does_not_hurt() {
     );
     assert!(dir.join("dropin.cache").is_dir());
 }
+
+/// The children of `pid`, from /proc.
+fn children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+#[test]
+fn a_probe_child_does_not_outlive_a_killed_host() {
+    let dir = TempDir::new("orphan");
+    c_library(dir.path(), "libhang.so", "for (;;) sleep(1);");
+    let mut host = Running::start(&[
+        "--plugin-dir",
+        dir.path().to_str().unwrap(),
+        "--probe-timeout",
+        "60",
+    ]);
+    let mut probe = Vec::new();
+    let until = std::time::Instant::now() + host_e2e::PATIENCE;
+    while probe.is_empty() {
+        assert!(std::time::Instant::now() < until, "no probe child appeared");
+        std::thread::sleep(Duration::from_millis(20));
+        probe = children(host.pid());
+    }
+    host.signal(libc::SIGKILL);
+    host.wait();
+    let gone = |pid: &i32| {
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
+    };
+    let until = std::time::Instant::now() + host_e2e::PATIENCE;
+    while !probe.iter().all(gone) {
+        assert!(
+            std::time::Instant::now() < until,
+            "probe children {probe:?} outlived the host"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
