@@ -38,10 +38,7 @@ where
         let system = fields.system.as_deref().unwrap_or("-");
         if *self == Self::Json {
             let mut object = Map::new();
-            object.insert(
-                "time".into(),
-                chrono::Local::now().format(TIME_FORMAT).to_string().into(),
-            );
+            object.insert("time".into(), timestamp().into());
             object.insert("level".into(), level.as_str().to_ascii_lowercase().into());
             object.insert("system".into(), system.into());
             object.insert("message".into(), fields.message.into());
@@ -51,7 +48,7 @@ where
             return writeln!(writer, "{}", Value::Object(object));
         }
         if *self == Self::Text {
-            write!(writer, "{} ", chrono::Local::now().format(TIME_FORMAT))?;
+            write!(writer, "{} ", timestamp())?;
         }
         let prefix = match level {
             Level::ERROR => "error: ",
@@ -64,6 +61,23 @@ where
         }
         writeln!(writer)
     }
+}
+
+/// The current time in the log's format, formatted once per second per thread: a busy server
+/// logs thousands of lines a second, and they share their timestamp.
+fn timestamp() -> String {
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    let now = chrono::Local::now();
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != now.timestamp() {
+            *last = (now.timestamp(), now.format(TIME_FORMAT).to_string());
+        }
+        last.1.clone()
+    })
 }
 
 /// An event's fields: `system` and `message` are placed as twistd places them, the rest follow.
