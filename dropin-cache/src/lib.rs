@@ -16,10 +16,9 @@ mod probe;
 mod record;
 mod search_path;
 
-pub use cache_file::{FileStat, Outcome, FORMAT_VERSION, FRESHNESS};
-pub use cache_store::CACHE_NAME;
+pub use cache_file::Outcome;
 pub use discovery::{discover, Candidate, Discovery, Plugin, SearchedDir, Source};
 pub use library::LoadError;
 pub use probe::{run_probe_child, Prober};
-pub use record::{OptionRecord, PluginRecord};
+pub use record::PluginRecord;
 pub use search_path::SearchPath;
