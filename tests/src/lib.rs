@@ -66,6 +66,31 @@ pub fn poem(name: &str) -> PathBuf {
     workspace_root().join("poems").join(name)
 }
 
+/// `host [global options] -n fastpoetry --port 0 --poem POEM`, the tests' usual server.
+pub fn serve_poem(global: &[&str], poem: &Path) -> Running {
+    let mut args = global.to_vec();
+    args.extend([
+        "-n",
+        "fastpoetry",
+        "--port",
+        "0",
+        "--poem",
+        poem.to_str().unwrap(),
+    ]);
+    Running::start(&args)
+}
+
+/// The size of [`write_big_poem`]'s poem: far more than socket buffers hold, so the server's
+/// write to a client that does not read stays pending.
+pub const BIG_POEM_BYTES: usize = 32 << 20;
+
+/// Writes a [`BIG_POEM_BYTES`] poem into `dir` and returns its path.
+pub fn write_big_poem(dir: &Path) -> PathBuf {
+    let big = dir.join("big.txt");
+    std::fs::write(&big, vec![b'x'; BIG_POEM_BYTES]).unwrap();
+    big
+}
+
 /// A fresh temporary directory, removed on drop.
 pub struct TempDir(PathBuf);
 
@@ -270,6 +295,16 @@ impl Running {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+    }
+
+    /// The last `n` lines of stdout, newest first, without their timestamps.
+    pub fn log_tail(&self, n: usize) -> Vec<String> {
+        self.stdout()
+            .lines()
+            .rev()
+            .take(n)
+            .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest).to_string())
+            .collect()
     }
 
     /// The TCP port from the first `starting on tcp:PORT` line.

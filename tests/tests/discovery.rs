@@ -132,15 +132,8 @@ fn a_service_that_fails_while_running_still_shuts_down_in_order() {
         "running",
     ]);
     assert_eq!(host.wait().code(), Some(1));
-    let out = host.stdout();
-    let tail: Vec<&str> = out
-        .lines()
-        .rev()
-        .take(3)
-        .map(|l| l.split_once(' ').unwrap().1)
-        .collect();
     assert_eq!(
-        tail,
+        host.log_tail(3),
         [
             "[-] Server Shut Down.",
             "[-] Main loop terminated.",

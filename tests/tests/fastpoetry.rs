@@ -1,20 +1,14 @@
 //! fastpoetry end to end: real `host` processes serving real sockets on 127.0.0.1.
 
-use host_e2e::{fetch, poem, raise_open_files, Running, TempDir};
+use host_e2e::{
+    fetch, poem, raise_open_files, serve_poem, write_big_poem, Running, TempDir, BIG_POEM_BYTES,
+};
 use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 fn serve(poem_file: &str) -> Running {
-    let path = poem(poem_file);
-    Running::start(&[
-        "-n",
-        "fastpoetry",
-        "--port",
-        "0",
-        "--poem",
-        path.to_str().unwrap(),
-    ])
+    serve_poem(&[], &poem(poem_file))
 }
 
 #[test]
@@ -87,15 +81,8 @@ fn stops_cleanly_on(signal: i32, name: &str) {
         .expect("exits within a second");
     assert!(asked.elapsed() < Duration::from_secs(1));
     assert_eq!(status.code(), Some(0), "{}", host.stdout());
-    let out = host.stdout();
-    let tail: Vec<&str> = out
-        .lines()
-        .rev()
-        .take(4)
-        .map(|l| l.split_once(' ').unwrap().1)
-        .collect();
     assert_eq!(
-        tail,
+        host.log_tail(4),
         [
             "[-] Server Shut Down.",
             "[-] Main loop terminated.",
@@ -122,24 +109,13 @@ fn sigterm_shuts_down_cleanly_within_a_second() {
 #[test]
 fn a_slow_reader_does_not_hold_up_other_clients() {
     let dir = TempDir::new("big");
-    let big = dir.join("big.txt");
-    // Far more than the socket buffers hold, so the server's write to a client that does not
-    // read stays pending.
-    std::fs::write(&big, vec![b'x'; 32 << 20]).unwrap();
-    let host = Running::start(&[
-        "-n",
-        "fastpoetry",
-        "--port",
-        "0",
-        "--poem",
-        big.to_str().unwrap(),
-    ]);
+    let host = serve_poem(&[], &write_big_poem(dir.path()));
     let port = host.port();
     let stalled: Vec<TcpStream> = (0..4)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
     let started = Instant::now();
-    assert_eq!(fetch(port).len(), 32 << 20);
+    assert_eq!(fetch(port).len(), BIG_POEM_BYTES);
     assert!(started.elapsed() < Duration::from_secs(10));
     drop(stalled);
 }

@@ -558,14 +558,7 @@ fn sighup_reloads_a_service_that_can_and_is_ignored_by_one_that_cannot() {
     let dir = TempDir::new("reload");
     let poem_file = dir.join("poem.txt");
     std::fs::write(&poem_file, "first version\n").unwrap();
-    let mut host = Running::start(&[
-        "-n",
-        "fastpoetry",
-        "--port",
-        "0",
-        "--poem",
-        poem_file.to_str().unwrap(),
-    ]);
+    let mut host = host_e2e::serve_poem(&[], &poem_file);
     let port = host.port();
     assert_eq!(fetch(port), b"first version\n");
     std::fs::write(&poem_file, "second version\n").unwrap();
@@ -597,18 +590,7 @@ fn sighup_reloads_a_service_that_can_and_is_ignored_by_one_that_cannot() {
 /// A host serving a 32 MB poem to a client that does not read: its shutdown has in-flight work.
 fn host_with_a_stalled_client(extra: &[&str]) -> (Running, TcpStream, TempDir) {
     let dir = TempDir::new("stalled");
-    let big = dir.join("big.txt");
-    std::fs::write(&big, vec![b'x'; 32 << 20]).unwrap();
-    let mut args = extra.to_vec();
-    args.extend([
-        "-n",
-        "fastpoetry",
-        "--port",
-        "0",
-        "--poem",
-        big.to_str().unwrap(),
-    ]);
-    let host = Running::start(&args);
+    let host = host_e2e::serve_poem(extra, &host_e2e::write_big_poem(dir.path()));
     let mut stalled = TcpStream::connect(("127.0.0.1", host.port())).unwrap();
     // One byte read proves the server is sending; then the client stops reading.
     stalled.read_exact(&mut [0u8; 1]).unwrap();
@@ -642,7 +624,7 @@ fn in_flight_work_finishes_during_a_graceful_shutdown() {
     stalled.read_to_end(&mut poem).unwrap();
     assert_eq!(
         poem.len() + 1,
-        32 << 20,
+        host_e2e::BIG_POEM_BYTES,
         "the client still gets the whole poem"
     );
     assert_eq!(host.wait().code(), Some(0));
