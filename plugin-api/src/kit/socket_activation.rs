@@ -82,43 +82,32 @@ pub fn adopt(index: usize, domain: Option<SocketDomain>) -> io::Result<Listener>
 
 /// The address family of `fd`, if it is a listening socket.
 fn listening_family(fd: RawFd) -> io::Result<libc::c_int> {
-    let mut listening: libc::c_int = 0;
-    let mut length = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `length` bytes into `listening`.
-    let status = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            (&mut listening as *mut libc::c_int).cast(),
-            &mut length,
-        )
-    };
-    if status != 0 {
-        return Err(error(format!(
-            "passed descriptor {fd} is not a socket: {}",
-            io::Error::last_os_error()
-        )));
-    }
+    let listening = socket_option(fd, libc::SO_ACCEPTCONN)
+        .map_err(|e| error(format!("passed descriptor {fd} is not a socket: {e}")))?;
     if listening == 0 {
         return Err(error(format!(
             "passed descriptor {fd} is not a listening socket"
         )));
     }
-    let mut family: libc::c_int = 0;
+    socket_option(fd, libc::SO_DOMAIN)
+}
+
+/// An integer `SOL_SOCKET` option of `fd`.
+fn socket_option(fd: RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
     let mut length = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: as above, for SO_DOMAIN.
+    // SAFETY: getsockopt writes at most `length` bytes into `value`.
     let status = unsafe {
         libc::getsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&mut family as *mut libc::c_int).cast(),
+            option,
+            (&mut value as *mut libc::c_int).cast(),
             &mut length,
         )
     };
-    if status != 0 {
-        return Err(io::Error::last_os_error());
+    match status {
+        0 => Ok(value),
+        _ => Err(io::Error::last_os_error()),
     }
-    Ok(family)
 }
