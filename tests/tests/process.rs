@@ -693,10 +693,12 @@ fn socket_activation_adopts_the_listening_socket_systemd_passes() {
         ])
         .env_remove("HOST_PLUGIN_PATH")
         .env_remove("RUST_LOG");
-    // SAFETY: dup2 is async-signal-safe; it runs in the child between fork and exec.
+    // SAFETY: dup2 and fcntl are async-signal-safe; they run in the child between fork and
+    // exec. The explicit fcntl matters when the listener already is descriptor 3: dup2 onto
+    // itself would leave its close-on-exec flag set.
     unsafe {
         command.pre_exec(move || {
-            if libc::dup2(fd, 3) == -1 {
+            if libc::dup2(fd, 3) == -1 || libc::fcntl(3, libc::F_SETFD, 0) == -1 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
