@@ -5,7 +5,7 @@
 
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RArc, ROption, RResult, RStr, RString};
-use plugin_api::abi::{Host, HostContext, Host_TO, RawLevel};
+use plugin_api::abi::{raw_level, Host, HostContext, Host_TO, RawLevel};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::level_filters::LevelFilter;
@@ -25,14 +25,7 @@ pub fn context(
     max_level: LevelFilter,
     ended: UnboundedSender<ServiceEnded>,
 ) -> HostContext {
-    let max_level = match max_level.into_level() {
-        None => 0,
-        Some(tracing::Level::ERROR) => 1,
-        Some(tracing::Level::WARN) => 2,
-        Some(tracing::Level::INFO) => 3,
-        Some(tracing::Level::DEBUG) => 4,
-        Some(tracing::Level::TRACE) => 5,
-    };
+    let max_level = raw_level(max_level.into_level());
     Host_TO::from_ptr(
         RArc::new(PluginHost {
             tapname: tapname.into(),

@@ -134,6 +134,31 @@ pub struct OptionValue {
 /// A log level as it crosses the boundary: 1 = error … 5 = trace, 0 = off.
 pub type RawLevel = u8;
 
+/// The [`RawLevel`] of a `tracing` level; `None` (log nothing) is 0.
+pub fn raw_level(level: Option<tracing::Level>) -> RawLevel {
+    match level {
+        None => 0,
+        Some(tracing::Level::ERROR) => 1,
+        Some(tracing::Level::WARN) => 2,
+        Some(tracing::Level::INFO) => 3,
+        Some(tracing::Level::DEBUG) => 4,
+        Some(tracing::Level::TRACE) => 5,
+    }
+}
+
+/// The most verbose `tracing` level a [`RawLevel`] lets through.
+pub fn level_filter(raw: RawLevel) -> tracing::level_filters::LevelFilter {
+    use tracing::level_filters::LevelFilter;
+    match raw {
+        0 => LevelFilter::OFF,
+        1 => LevelFilter::ERROR,
+        2 => LevelFilter::WARN,
+        3 => LevelFilter::INFO,
+        4 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    }
+}
+
 /// What the host lends a plugin for as long as the service lives.
 #[sabi_trait]
 pub trait Host: Clone + Send + Sync + 'static {

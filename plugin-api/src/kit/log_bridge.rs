@@ -4,35 +4,13 @@
 //! a plugin emits would vanish. The plugin's subscriber filters at the host's level, so events
 //! the host would not print cost nothing here.
 
-use crate::abi::{HostContext, RawLevel};
+use crate::abi::{level_filter, raw_level, HostContext};
 use crate::kit::export::panic_message;
 use std::fmt::Write;
 use std::sync::Once;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::filter::LevelFilter;
+use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-
-fn raw_level(level: &Level) -> RawLevel {
-    match *level {
-        Level::ERROR => 1,
-        Level::WARN => 2,
-        Level::INFO => 3,
-        Level::DEBUG => 4,
-        Level::TRACE => 5,
-    }
-}
-
-fn level_filter(raw: RawLevel) -> LevelFilter {
-    match raw {
-        0 => LevelFilter::OFF,
-        1 => LevelFilter::ERROR,
-        2 => LevelFilter::WARN,
-        3 => LevelFilter::INFO,
-        4 => LevelFilter::DEBUG,
-        _ => LevelFilter::TRACE,
-    }
-}
 
 /// Installs the bridge as the plugin's global subscriber, and routes panic reports through it
 /// instead of stderr. Only the first call in a library has an effect.
@@ -65,7 +43,7 @@ impl<S: Subscriber> Layer<S> for Bridge {
         event.record(&mut line);
         let meta = event.metadata();
         self.host.log(
-            raw_level(meta.level()),
+            raw_level(Some(*meta.level())),
             meta.target().into(),
             line.text.as_str().into(),
         );
