@@ -43,10 +43,18 @@ pub fn check_options(options: &[OptionSpec]) -> Result<(), String> {
                 ));
             }
         }
+        if spec.is_flag() && spec.kind.is_required() {
+            return Err(format!("option --{long} is a flag and cannot be required"));
+        }
         if let RSome(default) = &spec.default {
             if spec.is_flag() {
                 return Err(format!(
                     "option --{long} is a flag and cannot have a default"
+                ));
+            }
+            if spec.kind.is_required() {
+                return Err(format!(
+                    "option --{long} is required and cannot have a default"
                 ));
             }
             spec.kind
@@ -91,5 +99,7 @@ mod tests {
         assert!(error(&[port().default("70000")]).contains("--port has an invalid default"));
         assert!(error(&[OptionSpec::flag("on", "").default("yes")]).contains("--on is a flag"));
         assert!(error(&[OptionSpec::flag("a b", "")]).contains("invalid name"));
+        assert!(error(&[port().required().default("1")]).contains("--port is required"));
+        assert!(error(&[OptionSpec::flag("on", "").required()]).contains("cannot be required"));
     }
 }

@@ -5,7 +5,7 @@
 
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RArc, ROption, RResult, RStr, RString};
-use plugin_api::abi::{raw_level, Host, HostContext, Host_TO, RawLevel};
+use plugin_api::abi::{raw_level, Host, HostContext, Host_TO, RawLevel, HOST_VERSION};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::level_filters::LevelFilter;
@@ -60,12 +60,14 @@ impl Host for PluginHost {
             .send(error.into_option().map(RString::into_string));
     }
 
-    /// No host extensions exist yet; the hook is there so later hosts can add them.
     fn call_extension(
         &self,
-        _name: RStr<'_>,
+        name: RStr<'_>,
         _request: RStr<'_>,
     ) -> ROption<RResult<RString, RString>> {
-        ROption::RNone
+        match name.as_str() {
+            HOST_VERSION => ROption::RSome(RResult::ROk(plugin_api::INTERFACE_VERSION.into())),
+            _ => ROption::RNone,
+        }
     }
 }

@@ -14,9 +14,14 @@ pub fn command(plugin: Plugin<'_>, specs: &[OptionSpec]) -> Command {
 }
 
 fn arg(spec: &OptionSpec) -> Arg {
+    let placeholder = spec
+        .kind
+        .placeholder()
+        .map_or_else(|| spec.long.to_uppercase(), str::to_string);
     let mut arg = Arg::new(spec.long.to_string())
         .long(spec.long.to_string())
-        .value_name(spec.long.to_uppercase())
+        .value_name(placeholder)
+        .required(spec.kind.is_required())
         .help(spec.help.to_string());
     if let RSome(letter) = spec.short {
         arg = arg.short(char::from(letter));

@@ -1,18 +1,20 @@
 use plugin_api::tokio::io::AsyncWriteExt;
 use plugin_api::{
-    export_service_maker, tracing, Endpoint, Listener, OptionKind, OptionSpec, Options, Result,
-    Service, Tasks,
+    export_service_maker, tracing, ConnectionLimits, Endpoint, Listener, OptionKind, OptionSpec,
+    Options, Result, Service, Tasks,
 };
 
 fn options() -> Vec<OptionSpec> {
     vec![
         OptionSpec::param("listen", OptionKind::ENDPOINT, "Where to listen.")
             .default("tcp:7000:interface=127.0.0.1"),
+        OptionSpec::max_connections(100),
     ]
 }
 
 struct Hello {
     endpoint: Endpoint,
+    limits: ConnectionLimits,
     listener: Option<Listener>,
 }
 
@@ -29,23 +31,13 @@ impl Service for Hello {
         Ok(())
     }
 
-    // Spawn the work and return; `tasks` lets the host stop it gracefully.
+    // Serve the listener: the kit accepts, limits and logs; we greet each connection.
     fn start(&mut self, tasks: &Tasks) -> Result<()> {
         let listener = self.listener.take().expect("bound in privileged_start");
-        let workers = tasks.clone();
-        let shutdown = tasks.shutdown();
-        tasks.spawn(async move {
-            loop {
-                let (mut stream, peer) = plugin_api::tokio::select! {
-                    _ = shutdown.requested() => return Ok(()),
-                    accepted = listener.accept() => accepted?,
-                };
-                tracing::info!("greeting {peer}");
-                workers.spawn_connection(async move {
-                    stream.write_all(b"hello\n").await?;
-                    Ok(())
-                });
-            }
+        tasks.serve(listener, &self.limits, |mut stream, peer| async move {
+            tracing::info!("greeting {peer}");
+            stream.write_all(b"hello\n").await?;
+            Ok(())
         });
         Ok(())
     }
@@ -54,6 +46,7 @@ impl Service for Hello {
 fn make_service(options: &Options) -> Result<Hello> {
     Ok(Hello {
         endpoint: options.endpoint("listen")?,
+        limits: ConnectionLimits::from_options(options)?,
         listener: None,
     })
 }

@@ -15,6 +15,7 @@
 //! | name | offered by | request | reply | since |
 //! |---|---|---|---|---|
 //! | [`RELOAD`] | a service | empty | empty | 1.1 |
+//! | [`HOST_VERSION`] | the host | empty | the host's plugin-api version, e.g. `1.2.0` | 1.2 |
 //!
 //! Plugin authors do not use this module directly: [`export_service_maker!`](crate::export_service_maker)
 //! generates the root module, and the kit adapts a [`Service`](crate::Service) to
@@ -71,7 +72,10 @@ pub struct PluginInfo {
 /// What kind of value an option takes; the host validates values before `make_service` sees them.
 ///
 /// A number rather than an enum so later 1.x versions can add kinds: a host that does not know
-/// a kind treats its values as plain strings.
+/// a kind treats its values as plain strings. The low seven bits are the kind; the top bit,
+/// [`REQUIRED`](Self::REQUIRED), marks an option the user must give (since 1.2). A plugin whose
+/// options use a kind or flag newer than the host it runs in is refused by the kit, naming the
+/// option and the version it needs (see [`since`](Self::since)).
 #[repr(transparent)]
 #[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OptionKind(pub u8);
@@ -89,16 +93,48 @@ impl OptionKind {
     pub const ENDPOINT: Self = Self(4);
     /// An option that takes no value: present or absent.
     pub const FLAG: Self = Self(5);
+    /// `HOST:PORT`, such as `localhost:6665` or `[::1]:80`; see [`HostPort`](crate::HostPort).
+    /// Since 1.2.
+    pub const HOST_PORT: Self = Self(6);
+    /// A duration: `250ms`, `30s`, `5m`, `2h`, or a plain number of seconds. Since 1.2.
+    pub const DURATION: Self = Self(7);
+    /// A client endpoint such as `tcp:example.com:80:timeout=5`; see
+    /// [`ClientEndpoint`](crate::ClientEndpoint). Since 1.2.
+    pub const CLIENT_ENDPOINT: Self = Self(8);
+    /// Added to a kind: the user must give the option (it has no default). Since 1.2.
+    pub const REQUIRED: u8 = 0x80;
+
+    /// The kind without the [`REQUIRED`](Self::REQUIRED) flag.
+    pub fn base(self) -> Self {
+        Self(self.0 & !Self::REQUIRED)
+    }
+
+    /// Whether the option must be given.
+    pub fn is_required(self) -> bool {
+        self.0 & Self::REQUIRED != 0
+    }
 
     /// The word used for this kind in help output and error messages.
     pub fn name(self) -> &'static str {
-        match self {
+        match self.base() {
             Self::INTEGER => "integer",
             Self::PORT => "port",
             Self::PATH => "path",
             Self::ENDPOINT => "endpoint",
             Self::FLAG => "flag",
+            Self::HOST_PORT => "host:port",
+            Self::DURATION => "duration",
+            Self::CLIENT_ENDPOINT => "client endpoint",
             _ => "string",
+        }
+    }
+
+    /// The plugin-api minor version (of 1.x) a host needs to understand this kind and flags.
+    pub fn since(self) -> u32 {
+        match self.base() {
+            _ if self.is_required() => 2,
+            Self::HOST_PORT | Self::DURATION | Self::CLIENT_ENDPOINT => 2,
+            _ => 0,
         }
     }
 }
@@ -210,3 +246,8 @@ pub type ServiceBox = AbiService_TO<RBox<()>>;
 /// The extension `reload/1`: reload configuration without restarting. The host calls it on
 /// SIGHUP; a service that cannot reload does not offer it.
 pub const RELOAD: &str = "reload/1";
+
+/// The extension `host-version/1`: the host's plugin-api version (`1.2.0`). A host that does
+/// not offer it is older than 1.2. The kit asks before `make_service`, to refuse cleanly when
+/// the plugin's options need a newer host than the one running it.
+pub const HOST_VERSION: &str = "host-version/1";

@@ -7,8 +7,9 @@
 //!
 //! The crate has two parts that change at different speeds:
 //! - [`abi`]: the types that cross the library boundary, frozen for every 1.x release;
-//! - the kit ([`Service`], [`Tasks`], [`MultiService`], [`Endpoint`], [`Options`],
-//!   [`export_service_maker!`]): what plugin authors write against, free to grow.
+//! - the kit ([`Service`], [`Tasks`] and its [`serve`](Tasks::serve) loop, [`MultiService`],
+//!   [`Endpoint`], [`ClientEndpoint`], [`Options`], [`export_service_maker!`]): what plugin
+//!   authors write against, free to grow.
 //!
 //! # A complete plugin
 //!
@@ -22,13 +23,18 @@ pub mod abi;
 mod kit;
 
 pub use abi::{OptionKind, OptionSpec, INTERFACE_VERSION};
-pub use kit::endpoint::{Endpoint, EndpointError, Listener, PeerAddr, SocketDomain, Stream};
+pub use kit::endpoint::{
+    ClientEndpoint, Endpoint, EndpointError, HostPort, Listener, PeerAddr, SocketDomain, Stream,
+    TlsConfig,
+};
 pub use kit::error::{Error, Result};
 pub use kit::multi::MultiService;
-pub use kit::options::Options;
+pub use kit::options::{parse_duration, Options};
+pub use kit::serve::{ConnectionLimits, WhenFull};
 pub use kit::service::{Service, Shutdown, Tasks};
 
-/// Re-exported so plugins use the same tokio and tracing versions as the kit.
+/// Re-exported so plugins use the same tokio and tracing versions as the kit. The tokio
+/// features on: `rt-multi-thread`, `net`, `io-util`, `time`, `sync`, `macros`, `signal`.
 pub use tokio;
 pub use tracing;
 

@@ -7,7 +7,7 @@
 
 use crate::abi::{
     AbiService, AbiService_TO, HostContext, OptionSpec, OptionValue, PluginInfo, ServiceBox,
-    ServiceMaker, ServiceMakerRef, RELOAD,
+    ServiceMaker, ServiceMakerRef, HOST_VERSION, RELOAD,
 };
 use crate::kit::error::Result;
 use crate::kit::log_bridge;
@@ -47,10 +47,12 @@ pub fn info(
 pub fn make_service<S: Service>(
     values: RVec<OptionValue>,
     host: HostContext,
+    options: fn() -> Vec<OptionSpec>,
     make: fn(&Options) -> Result<S>,
 ) -> RResult<ServiceBox, RString> {
     guard(|| {
         log_bridge::install(&host);
+        check_host_version(&host, &options())?;
         let service = make(&Options::new(values.into_vec()))?;
         Ok(AbiService_TO::from_value(
             ServiceRunner {
@@ -62,6 +64,34 @@ pub fn make_service<S: Service>(
             TD_Opaque,
         ))
     })
+}
+
+/// Refuses to run in a host too old for the plugin's options: such a host neither validated
+/// their values nor enforced required ones, so `make_service` would see unchecked input.
+fn check_host_version(host: &HostContext, options: &[OptionSpec]) -> Result<()> {
+    let (host_minor, host_version) = match host.call_extension(HOST_VERSION.into(), "".into()) {
+        RSome(ROk(version)) => (
+            version
+                .split('.')
+                .nth(1)
+                .and_then(|minor| minor.parse::<u32>().ok())
+                .unwrap_or(0),
+            version.into_string(),
+        ),
+        // Offered since 1.2: a host without it is 1.0 or 1.1.
+        _ => (1, "1.0 or 1.1".to_string()),
+    };
+    match options.iter().find(|spec| spec.kind.since() > host_minor) {
+        Some(spec) => Err(format!(
+            "option --{} ({}{}) needs a host built with plugin-api 1.{} or later; this host has plugin-api {host_version}",
+            spec.long,
+            if spec.kind.is_required() { "required " } else { "" },
+            spec.kind.name(),
+            spec.kind.since(),
+        )
+        .into()),
+        None => Ok(()),
+    }
 }
 
 /// Runs `body`, turning its error or panic into the error the host receives.
@@ -142,8 +172,15 @@ impl AbiService for ServiceRunner {
                 Some(tasks) => runtime
                     .block_on(async { tokio::time::timeout(deadline, tasks.stop()).await })
                     .map_err(|_| {
-                        format!("in-flight work did not finish within {deadline:?}; abandoned")
-                            .into()
+                        let open = match tasks.open_connections() {
+                            0 => String::new(),
+                            1 => " (1 connection still open, now closed)".to_string(),
+                            n => format!(" ({n} connections still open, now closed)"),
+                        };
+                        format!(
+                            "in-flight work did not finish within {deadline:?}; abandoned{open}"
+                        )
+                        .into()
                     }),
                 None => Ok(()),
             };
@@ -207,7 +244,7 @@ macro_rules! export_service_maker {
                 values: __abi::std_types::RVec<$crate::abi::OptionValue>,
                 host: $crate::abi::HostContext,
             ) -> __abi::std_types::RResult<$crate::abi::ServiceBox, __abi::std_types::RString> {
-                $crate::__private::make_service(values, host, $make_service)
+                $crate::__private::make_service(values, host, $options, $make_service)
             }
 
             fn __root_module() -> $crate::abi::ServiceMakerRef {

@@ -8,5 +8,6 @@ mod log_bridge;
 pub mod multi;
 pub mod option_spec;
 pub mod options;
+pub mod serve;
 pub mod service;
 mod socket_activation;

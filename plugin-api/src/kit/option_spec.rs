@@ -1,7 +1,9 @@
-//! Builders for [`OptionSpec`], so an options list reads like twistd's `optParameters`.
+//! Builders for [`OptionSpec`], so an options list reads like twistd's `optParameters`, and the
+//! checks the host runs on every value before `make_service` sees it.
 
 use crate::abi::{OptionKind, OptionSpec};
-use crate::kit::endpoint::Endpoint;
+use crate::kit::endpoint::{ClientEndpoint, Endpoint, HostPort};
+use crate::kit::options::parse_duration;
 use abi_stable::std_types::{RNone, RSome};
 
 impl OptionSpec {
@@ -20,6 +22,18 @@ impl OptionSpec {
     /// An option without a value, e.g. `--write-anonymous`.
     pub fn flag(long: &str, help: &str) -> Self {
         Self::param(long, OptionKind::FLAG, help)
+    }
+
+    /// The standard `--max-connections` option, read by
+    /// [`ConnectionLimits::from_options`](crate::ConnectionLimits::from_options): at most that
+    /// many connections at once (0: no limit); more wait in the listen backlog.
+    pub fn max_connections(default: usize) -> Self {
+        Self::param(
+            "max-connections",
+            OptionKind::INTEGER,
+            "Connections served at once (0: no limit); more wait in the listen backlog.",
+        )
+        .default(&default.to_string())
     }
 
     /// Adds a one-letter alias, e.g. `-p` for `--port`.
@@ -41,9 +55,17 @@ impl OptionSpec {
         self
     }
 
+    /// Makes the option one the user must give: without it, the command line is a usage error
+    /// (exit 2), and `--help` says so. Needs a host with plugin-api 1.2 or later; an older host
+    /// runs the plugin only to have the kit refuse it with a line naming this option.
+    pub fn required(mut self) -> Self {
+        self.kind = OptionKind(self.kind.0 | OptionKind::REQUIRED);
+        self
+    }
+
     /// Whether the option takes no value.
     pub fn is_flag(&self) -> bool {
-        self.kind == OptionKind::FLAG
+        self.kind.base() == OptionKind::FLAG
     }
 }
 
@@ -53,7 +75,7 @@ impl OptionKind {
     /// The host validates every value with this before `make_service` sees it, and checks each
     /// option's default with it when the plugin is probed.
     pub fn check(self, value: &str) -> Result<(), String> {
-        match self {
+        match self.base() {
             Self::INTEGER => value
                 .parse::<i64>()
                 .map(drop)
@@ -67,7 +89,25 @@ impl OptionKind {
                 .parse::<Endpoint>()
                 .map(drop)
                 .map_err(|e| e.to_string()),
+            Self::HOST_PORT => value.parse::<HostPort>().map(drop),
+            Self::DURATION => parse_duration(value).map(drop),
+            Self::CLIENT_ENDPOINT => value
+                .parse::<ClientEndpoint>()
+                .map(drop)
+                .map_err(|e| e.to_string()),
             _ => Ok(()),
+        }
+    }
+
+    /// The placeholder for the value in `--help`, e.g. `HOST:PORT`; `None` to use the
+    /// option's name.
+    pub fn placeholder(self) -> Option<&'static str> {
+        match self.base() {
+            Self::INTEGER => Some("N"),
+            Self::HOST_PORT => Some("HOST:PORT"),
+            Self::DURATION => Some("DURATION"),
+            Self::ENDPOINT | Self::CLIENT_ENDPOINT => Some("ENDPOINT"),
+            _ => None,
         }
     }
 }

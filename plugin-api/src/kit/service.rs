@@ -4,6 +4,7 @@
 use crate::kit::error::Result;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -52,11 +53,13 @@ struct TasksInner {
     tracker: TaskTracker,
     children: Mutex<Vec<Tasks>>,
     ended: EndedCallback,
+    /// Connections being served by [`Tasks::serve`], across the whole service.
+    open: Arc<AtomicUsize>,
 }
 
 impl Tasks {
     pub(crate) fn root(ended: EndedCallback) -> Self {
-        Self::with_token(CancellationToken::new(), ended)
+        Self::with_token(CancellationToken::new(), ended, Arc::default())
     }
 
     /// A set of tasks that belongs to no host, for testing a service: start it with these
@@ -69,12 +72,17 @@ impl Tasks {
         }))
     }
 
-    fn with_token(shutdown: CancellationToken, ended: EndedCallback) -> Self {
+    fn with_token(
+        shutdown: CancellationToken,
+        ended: EndedCallback,
+        open: Arc<AtomicUsize>,
+    ) -> Self {
         Self(Arc::new(TasksInner {
             shutdown,
             tracker: TaskTracker::new(),
             children: Mutex::new(Vec::new()),
             ended,
+            open,
         }))
     }
 
@@ -99,19 +107,40 @@ impl Tasks {
         });
     }
 
-    /// Spawns work whose end does not end the service, such as serving one connection.
+    /// Spawns work whose end does not end the service, such as a data connection a protocol
+    /// opens beside its main one. (Connections accepted from a listener are best served by
+    /// [`serve`](Self::serve), which also logs who the peer was.)
     ///
-    /// An error is logged at debug level (a client that goes away is not the server's problem);
-    /// stopping the service waits for this task too.
+    /// An error is logged, at info level if the other side went away and as a warning
+    /// otherwise; stopping the service waits for this task too.
     pub fn spawn_connection<F>(&self, task: F)
     where
         F: Future<Output = Result<()>> + Send + 'static,
     {
         self.0.tracker.spawn(async move {
             if let Err(e) = task.await {
-                tracing::debug!("connection ended with an error: {e}");
+                crate::kit::serve::log_failure(None, &e);
             }
         });
+    }
+
+    /// Spawns a task that stopping the service waits for, with no logging of its own.
+    pub(crate) fn spawn_tracked<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.0.tracker.spawn(task);
+    }
+
+    /// Counts one open connection until the returned guard is dropped.
+    pub(crate) fn open_connection(&self) -> OpenConnection {
+        self.0.open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.0.open.clone())
+    }
+
+    /// How many connections [`serve`](Self::serve) is serving now, across the whole service.
+    pub fn open_connections(&self) -> usize {
+        self.0.open.load(Ordering::Relaxed)
     }
 
     /// A handle that resolves when the host asks this service to stop.
@@ -121,7 +150,11 @@ impl Tasks {
 
     /// A child set of tasks, stopped before this one (children in reverse order of creation).
     pub fn child(&self) -> Tasks {
-        let child = Self::with_token(self.0.shutdown.child_token(), self.0.ended.clone());
+        let child = Self::with_token(
+            self.0.shutdown.child_token(),
+            self.0.ended.clone(),
+            self.0.open.clone(),
+        );
         self.0
             .children
             .lock()
@@ -149,6 +182,15 @@ impl Tasks {
             self.0.tracker.close();
             self.0.tracker.wait().await;
         })
+    }
+}
+
+/// One connection counted in [`Tasks::open_connections`] while it lives.
+pub(crate) struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

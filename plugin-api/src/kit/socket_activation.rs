@@ -1,8 +1,8 @@
 //! Adopting listening sockets passed by systemd socket activation (`sd_listen_fds(3)`).
 
-use super::endpoint::{Listener, SocketDomain, UnixListener};
+use super::endpoint::SocketDomain;
 use std::io;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
 /// The first passed descriptor, `SD_LISTEN_FDS_START`.
@@ -11,13 +11,19 @@ const FIRST_FD: RawFd = 3;
 /// Indexes already adopted: a descriptor can have only one owner.
 static ADOPTED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
+/// A passed listening socket, by family.
+pub enum Adopted {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
 fn error(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
 }
 
 /// Takes ownership of passed socket `index`, checking that systemd meant it for this process,
 /// that it is a listening socket, and that it has the expected family.
-pub fn adopt(index: usize, domain: Option<SocketDomain>) -> io::Result<Listener> {
+pub fn adopt(index: usize, domain: Option<SocketDomain>) -> io::Result<Adopted> {
     let listen_pid = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|p| p.parse::<u32>().ok());
@@ -42,72 +48,63 @@ pub fn adopt(index: usize, domain: Option<SocketDomain>) -> io::Result<Listener>
         return Err(error(format!("socket index {index} is already in use")));
     }
     let fd = FIRST_FD + RawFd::try_from(index).map_err(|_| error("index too large".into()))?;
-    let family = listening_family(fd)?;
-    let found = match family {
-        libc::AF_INET => SocketDomain::Inet,
-        libc::AF_INET6 => SocketDomain::Inet6,
-        libc::AF_UNIX => SocketDomain::Unix,
-        other => {
-            return Err(error(format!(
-                "socket {index} has unsupported address family {other}"
-            )))
+    // SAFETY: LISTEN_PID names this process, so systemd passed descriptors FIRST_FD to
+    // FIRST_FD + LISTEN_FDS - 1 for it to own (the protocol of sd_listen_fds(3), which trusts
+    // the same two variables); ADOPTED makes this the descriptor's only owner.
+    #[allow(unsafe_code)]
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    match checked(owned, index, domain) {
+        Ok(listener) => {
+            adopted.push(index);
+            Ok(listener)
         }
+        Err((owned, why)) => {
+            // Not ours to close after all: hand the number back untouched.
+            let _ = owned.into_raw_fd();
+            Err(why)
+        }
+    }
+}
+
+/// The socket as a listener of its family, or the descriptor back with the reason it cannot be.
+fn checked(
+    owned: OwnedFd,
+    index: usize,
+    domain: Option<SocketDomain>,
+) -> Result<Adopted, (OwnedFd, io::Error)> {
+    let socket = socket2::SockRef::from(&owned);
+    let fd = FIRST_FD as usize + index;
+    let found = match socket.is_listener() {
+        Err(e) => Err(format!("passed descriptor {fd} is not a socket: {e}")),
+        Ok(false) => Err(format!("passed descriptor {fd} is not a listening socket")),
+        Ok(true) => match socket.domain() {
+            Ok(d) if d == socket2::Domain::IPV4 => Ok(SocketDomain::Inet),
+            Ok(d) if d == socket2::Domain::IPV6 => Ok(SocketDomain::Inet6),
+            Ok(d) if d == socket2::Domain::UNIX => Ok(SocketDomain::Unix),
+            Ok(other) => Err(format!(
+                "socket {index} has unsupported address family {other:?}"
+            )),
+            Err(e) => Err(format!("socket {index}: {e}")),
+        },
+    };
+    let found = match found {
+        Ok(found) => found,
+        Err(why) => return Err((owned, error(why))),
     };
     if let Some(expected) = domain.filter(|d| *d != found) {
-        return Err(error(format!("socket {index} is {found}, not {expected}")));
+        return Err((
+            owned,
+            error(format!("socket {index} is {found}, not {expected}")),
+        ));
     }
-    // SAFETY: the descriptor was passed to this process for it to own, is a listening socket
-    // (checked above), and is adopted only once (ADOPTED).
-    let listener = unsafe {
-        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-        match found {
-            SocketDomain::Unix => {
-                let std = std::os::unix::net::UnixListener::from_raw_fd(fd);
-                std.set_nonblocking(true)?;
-                Listener::Unix(UnixListener {
-                    inner: tokio::net::UnixListener::from_std(std)?,
-                    path: None,
-                })
-            }
-            _ => {
-                let std = std::net::TcpListener::from_raw_fd(fd);
-                std.set_nonblocking(true)?;
-                Listener::Tcp(tokio::net::TcpListener::from_std(std)?)
-            }
-        }
-    };
-    adopted.push(index);
-    Ok(listener)
-}
-
-/// The address family of `fd`, if it is a listening socket.
-fn listening_family(fd: RawFd) -> io::Result<libc::c_int> {
-    let listening = socket_option(fd, libc::SO_ACCEPTCONN)
-        .map_err(|e| error(format!("passed descriptor {fd} is not a socket: {e}")))?;
-    if listening == 0 {
-        return Err(error(format!(
-            "passed descriptor {fd} is not a listening socket"
-        )));
+    let prepared = socket
+        .set_cloexec(true)
+        .and_then(|()| socket.set_nonblocking(true));
+    if let Err(e) = prepared {
+        return Err((owned, e));
     }
-    socket_option(fd, libc::SO_DOMAIN)
-}
-
-/// An integer `SOL_SOCKET` option of `fd`.
-fn socket_option(fd: RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut length = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `length` bytes into `value`.
-    let status = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            option,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut length,
-        )
-    };
-    match status {
-        0 => Ok(value),
-        _ => Err(io::Error::last_os_error()),
-    }
+    Ok(match found {
+        SocketDomain::Unix => Adopted::Unix(owned.into()),
+        _ => Adopted::Tcp(owned.into()),
+    })
 }

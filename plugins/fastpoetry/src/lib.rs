@@ -8,12 +8,12 @@
 use bytes::Bytes;
 use plugin_api::tokio::io::AsyncWriteExt;
 use plugin_api::{
-    export_service_maker, Endpoint, Listener, OptionKind, OptionSpec, Options, Result, Service,
-    Tasks,
+    export_service_maker, ConnectionLimits, Endpoint, Listener, OptionKind, OptionSpec, Options,
+    Result, Service, Tasks,
 };
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use tracing::{info, warn};
+use tracing::info;
 
 /// Served when `--poem` is not given, so `host -n fastpoetry` works with no files at all.
 const BUNDLED_POEM: &[u8] = include_bytes!("../../../poems/ecstasy.txt");
@@ -32,9 +32,10 @@ fn options() -> Vec<OptionSpec> {
         OptionSpec::param(
             "listen",
             OptionKind::ENDPOINT,
-            "Listen on this endpoint instead of --port/--iface (repeatable): tcp:PORT[:interface=ADDR][:backlog=N], unix:PATH[:mode=0660] or systemd:domain=INET:index=N",
+            "Listen on this endpoint instead of --port/--iface (repeatable): tcp:PORT[:interface=ADDR][:backlog=N], ssl:PORT:privateKey=KEY.pem[:certKey=CERT.pem], unix:PATH[:mode=0660] or systemd:domain=INET:index=N",
         )
         .repeatable(),
+        OptionSpec::max_connections(10_000),
     ]
 }
 
@@ -64,6 +65,7 @@ struct PoetryService {
     poem: SharedPoem,
     endpoints: Vec<Endpoint>,
     listeners: Vec<Listener>,
+    limits: ConnectionLimits,
 }
 
 fn make_service(options: &Options) -> Result<PoetryService> {
@@ -79,17 +81,12 @@ fn make_service(options: &Options) -> Result<PoetryService> {
         Some(path) => info!("loaded a poem from: {}", path.display()),
         None => info!("loaded the bundled poem: 'The Ecstasy' by John Donne"),
     }
-    let mut endpoints = options.endpoints("listen")?;
-    if endpoints.is_empty() {
-        let port = options.parse::<u16>("port")?.unwrap_or(10000);
-        let iface = options.get("iface").unwrap_or("localhost");
-        endpoints.push(Endpoint::tcp(port, iface));
-    }
     Ok(PoetryService {
         source,
         poem: Arc::new(RwLock::new(poem)),
-        endpoints,
+        endpoints: options.listen_endpoints("listen", "port", "iface")?,
         listeners: Vec::new(),
+        limits: ConnectionLimits::from_options(options)?,
     })
 }
 
@@ -109,7 +106,18 @@ impl Service for PoetryService {
 
     fn start(&mut self, tasks: &Tasks) -> Result<()> {
         for listener in self.listeners.drain(..) {
-            tasks.spawn(serve(listener, self.poem.clone(), tasks.clone()));
+            let poem = self.poem.clone();
+            tasks.serve(listener, &self.limits, move |mut stream, peer| {
+                let poem = poem.read().unwrap_or_else(|p| p.into_inner()).clone();
+                async move {
+                    stream.write_all(&poem).await?;
+                    stream.shutdown().await?;
+                    // Logged once the poem is in the kernel's hands, like an access log, so the
+                    // log write never delays the client.
+                    info!("sending {} bytes of poetry to {peer}", poem.len());
+                    Ok(())
+                }
+            });
         }
         Ok(())
     }
@@ -121,41 +129,6 @@ impl Service for PoetryService {
             *self.poem.write().unwrap_or_else(|p| p.into_inner()) = poem;
         }))
     }
-}
-
-/// Accepts connections until shutdown, giving each one the poem on a task of its own.
-async fn serve(listener: Listener, poem: SharedPoem, tasks: Tasks) -> Result<()> {
-    let shutdown = tasks.shutdown();
-    loop {
-        let accepted = plugin_api::tokio::select! {
-            _ = shutdown.requested() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((mut stream, peer)) => {
-                let poem = poem.read().unwrap_or_else(|p| p.into_inner()).clone();
-                tasks.spawn_connection(async move {
-                    let sent = async {
-                        stream.write_all(&poem).await?;
-                        stream.shutdown().await
-                    };
-                    let sent = sent.await;
-                    // Logged once the poem is in the kernel's hands, like an access log, so the
-                    // log write never delays the client.
-                    info!("sending {} bytes of poetry to {peer}", poem.len());
-                    Ok(sent?)
-                });
-            }
-            // Out of file descriptors or a connection reset before accept: the listener is
-            // fine, so pause briefly instead of spinning or giving up.
-            Err(e) => {
-                warn!("accept failed: {e}");
-                plugin_api::tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
-    info!("(Port {} Closed)", listener.local_endpoint());
-    Ok(())
 }
 
 export_service_maker! {

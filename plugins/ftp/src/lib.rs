@@ -21,8 +21,8 @@ use accounts::Accounts;
 use login_guard::LoginGuard;
 use plugin_api::tracing::info;
 use plugin_api::{
-    export_service_maker, Endpoint, Listener, OptionKind, OptionSpec, Options, Result, Service,
-    Tasks,
+    export_service_maker, ConnectionLimits, Endpoint, Listener, OptionKind, OptionSpec, Options,
+    Result, Service, Tasks,
 };
 use sessions::SessionSettings;
 use std::path::PathBuf;
@@ -53,7 +53,7 @@ fn options() -> Vec<OptionSpec> {
         .repeatable(),
         OptionSpec::param("passive-ports", OptionKind::STRING, "The port range for passive data connections, LOW-HIGH.")
             .default("49152-65535"),
-        OptionSpec::param("max-connections", OptionKind::INTEGER, "Sessions served at once; more are turned away with 421.")
+        OptionSpec::param("max-connections", OptionKind::INTEGER, "Sessions served at once (0: no limit); more are turned away with 421.")
             .default("200"),
         OptionSpec::param("idle-timeout", OptionKind::INTEGER, "Seconds a session may stay idle before it is closed.")
             .default("600"),
@@ -118,10 +118,17 @@ fn make_service(options: &Options) -> Result<FtpService> {
         (None, None) => None,
         _ => return Err("FTPS needs both --tls-cert and --tls-key".into()),
     };
-    let mut endpoints = options.endpoints("listen")?;
-    if endpoints.is_empty() {
-        let port = options.parse::<u16>("port")?.unwrap_or(2121);
-        endpoints.push(format!("tcp:{port}").parse()?);
+    let endpoints = options.listen_endpoints("listen", "port", "interface")?;
+    for endpoint in &endpoints {
+        match endpoint {
+            Endpoint::Tcp { .. } | Endpoint::Systemd { .. } => {}
+            Endpoint::Ssl { .. } => {
+                return Err(format!("--listen {endpoint}: FTPS is explicit here (AUTH TLS): give --tls-cert and --tls-key with a tcp: endpoint").into())
+            }
+            _ => {
+                return Err(format!("--listen {endpoint}: FTP needs TCP, since its data connections need an IP address").into())
+            }
+        }
     }
     info!(
         "serving {} (anonymous '{anonymous}': {}; {} password-file user(s); FTPS: {})",
@@ -138,7 +145,6 @@ fn make_service(options: &Options) -> Result<FtpService> {
             (Some(_), true) => "required",
         }
     );
-    let max_connections = usize::try_from(positive(options, "max-connections")?)?;
     // libunftp's greeting must live for the whole process; one small string, leaked once.
     let greeting: &'static str =
         Box::leak(format!("host ftp ready, serving {}", root.display()).into_boxed_str());
@@ -153,7 +159,7 @@ fn make_service(options: &Options) -> Result<FtpService> {
                 options.get("passive-ports").unwrap_or("49152-65535"),
             )?,
             idle_timeout: Duration::from_secs(positive(options, "idle-timeout")?),
-            max_connections,
+            limits: ConnectionLimits::from_options(options)?,
             tls,
             require_tls: options.flag("require-tls"),
             greeting,
@@ -169,6 +175,9 @@ impl Service for FtpService {
     fn privileged_start(&mut self) -> Result<()> {
         for endpoint in &self.endpoints {
             let listener = endpoint.bind()?;
+            if listener.port().is_none() {
+                return Err(format!("{endpoint} is a Unix socket; FTP needs TCP").into());
+            }
             info!("ftp starting on {}", listener.local_endpoint());
             self.listeners.push(listener);
         }
@@ -177,11 +186,7 @@ impl Service for FtpService {
 
     fn start(&mut self, tasks: &Tasks) -> Result<()> {
         for listener in self.listeners.drain(..) {
-            tasks.spawn(sessions::accept(
-                listener,
-                self.settings.clone(),
-                tasks.clone(),
-            ));
+            sessions::serve(listener, self.settings.clone(), tasks);
         }
         Ok(())
     }

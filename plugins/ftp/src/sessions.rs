@@ -1,10 +1,10 @@
-//! Accepting control connections and running one FTP session on each.
+//! Running one FTP session on each control connection.
 //!
-//! The accept loop is ours, not libunftp's `listen`, so that the plugin binds through host's
-//! endpoints (privileged ports, systemd sockets), sets TCP_NODELAY on control connections,
-//! enforces `--max-connections`, turns away banned addresses before they say anything, and ends
-//! every session when the host stops. Each connection gets its own libunftp `Server`: `service`
-//! consumes it, and a per-connection server knows the client's address for the log.
+//! The kit's serving loop accepts, not libunftp's `listen`, so that the plugin binds through
+//! host's endpoints (privileged ports, systemd sockets), enforces `--max-connections`, and ends
+//! every session when the host stops; here each session gets TCP_NODELAY, banned addresses are
+//! turned away before they say anything, and each connection gets its own libunftp `Server`:
+//! `service` consumes it, and a per-connection server knows the client's address for the log.
 
 use crate::accounts::{Accounts, FtpAuthenticator, FtpUsers};
 use crate::login_guard::LoginGuard;
@@ -15,12 +15,11 @@ use libunftp::notification::{EventMeta, PresenceEvent, PresenceListener};
 use libunftp::options::ActivePassiveMode;
 use plugin_api::tokio::io::AsyncWriteExt;
 use plugin_api::tokio::net::TcpStream;
-use plugin_api::tracing::{debug, info, warn};
-use plugin_api::{tokio, Listener, Result, Stream, Tasks};
+use plugin_api::tracing::{debug, info};
+use plugin_api::{tokio, ConnectionLimits, Listener, Result, Tasks, WhenFull};
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,73 +31,42 @@ pub struct SessionSettings {
     pub guard: Arc<LoginGuard>,
     pub passive_ports: RangeInclusive<u16>,
     pub idle_timeout: Duration,
-    pub max_connections: usize,
+    pub limits: ConnectionLimits,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub require_tls: bool,
     pub greeting: &'static str,
 }
 
-/// Accepts connections until shutdown.
-pub async fn accept(
-    listener: Listener,
-    settings: Arc<SessionSettings>,
-    tasks: Tasks,
-) -> Result<()> {
+/// Serves FTP sessions on `listener` until shutdown: the kit accepts and enforces
+/// `--max-connections` (refusing with `421`); each session first checks its address's ban.
+pub fn serve(listener: Listener, settings: Arc<SessionSettings>, tasks: &Tasks) {
+    let limits = settings.limits.clone().when_full(WhenFull::Refuse {
+        reply: b"421 Too many connections; try again later.\r\n".to_vec(),
+    });
     let shutdown = tasks.shutdown();
-    let open = Arc::new(AtomicUsize::new(0));
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.requested() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((Stream::Tcp(stream), _)) => stream,
-            Ok((Stream::Unix(_), _)) => {
-                warn!("FTP needs TCP: closing a connection on a Unix socket");
-                continue;
-            }
-            // Out of descriptors, or a client that reset before accept: the listener is fine.
-            Err(e) => {
-                warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
-        };
-        if let Some(refusal) = refusal(&settings, &open, peer) {
-            tasks.spawn_connection(turn_away(stream, refusal));
-            continue;
-        }
-        let session = Session::open(open.clone());
+    tasks.serve(listener, &limits, move |stream, peer| {
         let (settings, shutdown) = (settings.clone(), shutdown.clone());
-        tasks.spawn_connection(async move {
-            let _session = session;
+        async move {
+            let stream = stream
+                .into_tcp()
+                .map_err(|_| "FTP needs a plain TCP connection")?;
+            let Some(peer) = peer.socket_addr() else {
+                return Ok(());
+            };
+            if settings.guard.is_banned(peer.ip()) {
+                return turn_away(
+                    stream,
+                    "421 Too many failed logins from your address; try again later.\r\n",
+                )
+                .await;
+            }
             tokio::select! {
-                served = serve(stream, peer, &settings) => served,
+                served = session(stream, peer, &settings) => served,
                 // Dropping the session closes its control connection.
                 _ = shutdown.requested() => Ok(()),
             }
-        });
-    }
-    info!("(FTP Port {} Closed)", listener.local_endpoint());
-    Ok(())
-}
-
-/// Why a new connection is refused before the greeting, if it is.
-fn refusal(
-    settings: &SessionSettings,
-    open: &AtomicUsize,
-    peer: SocketAddr,
-) -> Option<&'static str> {
-    if settings.guard.is_banned(peer.ip()) {
-        return Some("421 Too many failed logins from your address; try again later.\r\n");
-    }
-    if open.load(Ordering::Relaxed) >= settings.max_connections {
-        return Some("421 Too many connections; try again later.\r\n");
-    }
-    None
+        }
+    });
 }
 
 async fn turn_away(mut stream: TcpStream, reply: &'static str) -> Result<()> {
@@ -107,23 +75,7 @@ async fn turn_away(mut stream: TcpStream, reply: &'static str) -> Result<()> {
     Ok(())
 }
 
-/// Counts an open session for `--max-connections` until it is dropped.
-struct Session(Arc<AtomicUsize>);
-
-impl Session {
-    fn open(open: Arc<AtomicUsize>) -> Self {
-        open.fetch_add(1, Ordering::Relaxed);
-        Self(open)
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-async fn serve(stream: TcpStream, peer: SocketAddr, settings: &SessionSettings) -> Result<()> {
+async fn session(stream: TcpStream, peer: SocketAddr, settings: &SessionSettings) -> Result<()> {
     // Without it every reply waits for the client's delayed ACK.
     stream.set_nodelay(true)?;
     debug!("FTP connection from {peer}");

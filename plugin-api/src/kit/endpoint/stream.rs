@@ -1,0 +1,205 @@
+//! [`Stream`]: one connection, whatever it runs over (TCP, a Unix socket, TLS over TCP), read
+//! and written with tokio's `AsyncReadExt`/`AsyncWriteExt`.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+/// The address of a connected peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerAddr {
+    /// A TCP peer.
+    Tcp(SocketAddr),
+    /// A peer on a Unix socket (these have no useful address).
+    Unix,
+}
+
+impl PeerAddr {
+    /// The IP address and port, for a TCP peer.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Tcp(address) => Some(*address),
+            Self::Unix => None,
+        }
+    }
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(address) => address.fmt(f),
+            Self::Unix => f.write_str("unix socket peer"),
+        }
+    }
+}
+
+/// A connection: accepted by a [`Listener`](crate::Listener) or opened by a
+/// [`ClientEndpoint`](crate::ClientEndpoint). Plugins handle every kind alike through
+/// `AsyncRead`/`AsyncWrite`; [`tcp`](Self::tcp) reaches the TCP socket underneath when there
+/// is one without TLS (for `TCP_NODELAY`, `splice`, `sendfile`).
+pub struct Stream {
+    io: Io,
+}
+
+enum Io {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.io {
+            Io::Tcp(_) => "tcp",
+            Io::Unix(_) => "unix",
+            Io::Tls(_) => "tls",
+        };
+        f.debug_struct("Stream").field("kind", &kind).finish()
+    }
+}
+
+impl From<TcpStream> for Stream {
+    fn from(stream: TcpStream) -> Self {
+        Self {
+            io: Io::Tcp(stream),
+        }
+    }
+}
+
+impl From<UnixStream> for Stream {
+    fn from(stream: UnixStream) -> Self {
+        Self {
+            io: Io::Unix(stream),
+        }
+    }
+}
+
+impl From<tokio_rustls::server::TlsStream<TcpStream>> for Stream {
+    fn from(stream: tokio_rustls::server::TlsStream<TcpStream>) -> Self {
+        Self {
+            io: Io::Tls(Box::new(stream)),
+        }
+    }
+}
+
+impl Stream {
+    /// The TCP socket, when the connection is plain TCP (not TLS, not a Unix socket).
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match &self.io {
+            Io::Tcp(stream) => Some(stream),
+            _ => None,
+        }
+    }
+
+    /// The TCP socket itself, for a plain TCP connection (a protocol library that needs a
+    /// `TcpStream`, or a switch to TLS with [`TlsConfig::accept`](crate::TlsConfig::accept));
+    /// the stream back otherwise.
+    pub fn into_tcp(self) -> Result<TcpStream, Self> {
+        match self.io {
+            Io::Tcp(stream) => Ok(stream),
+            io => Err(Self { io }),
+        }
+    }
+
+    /// The TCP socket underneath, TLS or not: for its addresses and socket options only
+    /// (reading or writing it directly would corrupt a TLS session).
+    fn tcp_below(&self) -> Option<&TcpStream> {
+        match &self.io {
+            Io::Tcp(stream) => Some(stream),
+            Io::Tls(tls) => Some(tls.get_ref().0),
+            Io::Unix(_) => None,
+        }
+    }
+
+    /// Whether the connection is protected by TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.io, Io::Tls(_))
+    }
+
+    /// The protocol agreed by ALPN during the TLS handshake (e.g. `b"h2"`), if any.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match &self.io {
+            Io::Tls(tls) => tls.get_ref().1.alpn_protocol(),
+            _ => None,
+        }
+    }
+
+    /// This end's address, for TCP connections (with or without TLS).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.tcp_below()?.local_addr().ok()
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> PeerAddr {
+        match self.tcp_below().and_then(|s| s.peer_addr().ok()) {
+            Some(address) => PeerAddr::Tcp(address),
+            None => PeerAddr::Unix,
+        }
+    }
+
+    /// Sets `TCP_NODELAY` (send small writes at once); does nothing on a Unix socket.
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        match self.tcp_below() {
+            Some(stream) => stream.set_nodelay(nodelay),
+            None => Ok(()),
+        }
+    }
+}
+
+macro_rules! each_io {
+    ($self:ident, $stream:ident => $body:expr) => {
+        match &mut $self.get_mut().io {
+            Io::Tcp($stream) => $body,
+            Io::Unix($stream) => $body,
+            Io::Tls($stream) => $body,
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        each_io!(self, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        each_io!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        each_io!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Io::Tcp(s) => s.is_write_vectored(),
+            Io::Unix(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each_io!(self, s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each_io!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+}

@@ -1,0 +1,353 @@
+//! The serving loop every plugin shares: accept connections on a [`Listener`] and run the
+//! plugin's handler on each, with the connection limits, the accept-error back-off, the error
+//! logging and the two-phase stop done once, here.
+//!
+//! Modelled on tokio's mini-redis (a semaphore for the connection limit, back-off on accept
+//! errors) and axum's `serve`: the plugin writes only the per-connection handler.
+
+use crate::kit::endpoint::{Listener, PeerAddr, Stream};
+use crate::kit::error::{Error, Result};
+use crate::kit::options::Options;
+use crate::kit::service::Tasks;
+use futures_util::FutureExt;
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, info, warn};
+
+/// How many connections each client address has open, for the per-address limit.
+type OpenByAddress = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// What happens to a connection that arrives while the service is at its limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WhenFull {
+    /// It waits in the listen backlog (the kernel's queue of connections not yet accepted)
+    /// until a connection ends: clients see a slow connect, never a refusal. The default; what
+    /// nginx's `worker_connections` and mini-redis do.
+    Wait,
+    /// It is accepted, sent `reply` (e.g. FTP's `421 Too many connections`) and closed at once.
+    /// TLS listeners close without the reply, since the client expects a handshake.
+    Refuse {
+        /// What the client is sent before the connection closes; may be empty.
+        reply: Vec<u8>,
+    },
+}
+
+/// How many connections a service serves at once, shared by every listener it serves with:
+/// a limit in total, a limit per client address, and what happens beyond them. Cheap to clone;
+/// clones share the count.
+///
+/// The per-address limit applies to TCP clients; a connection over it is always refused
+/// (waiting would let one address hold the queue), with the [`WhenFull::Refuse`] reply if any.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimits {
+    total: Option<Arc<Semaphore>>,
+    max_total: usize,
+    per_address: Option<usize>,
+    when_full: WhenFull,
+    open_by_address: OpenByAddress,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self::unlimited()
+    }
+}
+
+impl ConnectionLimits {
+    /// No limit.
+    pub fn unlimited() -> Self {
+        Self {
+            total: None,
+            max_total: 0,
+            per_address: None,
+            when_full: WhenFull::Wait,
+            open_by_address: Arc::default(),
+        }
+    }
+
+    /// At most `max` connections at once; 0 means no limit.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_total = max;
+        self.total = (max > 0).then(|| Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))));
+        self
+    }
+
+    /// At most `max` connections at once from one IP address; 0 means no limit.
+    pub fn max_per_address(mut self, max: usize) -> Self {
+        self.per_address = (max > 0).then_some(max);
+        self
+    }
+
+    /// What happens to connections over the limit; [`WhenFull::Wait`] by default.
+    pub fn when_full(mut self, when_full: WhenFull) -> Self {
+        self.when_full = when_full;
+        self
+    }
+
+    /// The limits the standard options ask for: `--max-connections` and, if the plugin
+    /// offers it, `--max-connections-per-ip` (see [`OptionSpec::max_connections`]).
+    ///
+    /// [`OptionSpec::max_connections`]: crate::OptionSpec::max_connections
+    pub fn from_options(options: &Options) -> Result<Self> {
+        let count = |long: &str| -> Result<usize> {
+            match options.parse::<i64>(long)? {
+                Some(n) if n < 0 => Err(format!("--{long} must not be negative").into()),
+                Some(n) => Ok(usize::try_from(n)?),
+                None => Ok(0),
+            }
+        };
+        Ok(Self::unlimited()
+            .max_connections(count("max-connections")?)
+            .max_per_address(count("max-connections-per-ip")?))
+    }
+
+    /// The total limit, 0 for none.
+    pub fn max(&self) -> usize {
+        self.max_total
+    }
+
+    /// A slot for a connection from `peer`, or `None` if it is over a limit.
+    fn try_admit(&self, peer: &PeerAddr) -> Option<Slot> {
+        let total = match &self.total {
+            Some(semaphore) => Some(semaphore.clone().try_acquire_owned().ok()?),
+            None => None,
+        };
+        self.admit_address(total, peer)
+    }
+
+    fn admit_address(&self, total: Option<OwnedSemaphorePermit>, peer: &PeerAddr) -> Option<Slot> {
+        let address = match (self.per_address, peer) {
+            (Some(max), PeerAddr::Tcp(address)) => {
+                let ip = address.ip();
+                let mut open = self
+                    .open_by_address
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let count = open.entry(ip).or_insert(0);
+                if *count >= max {
+                    return None;
+                }
+                *count += 1;
+                Some((ip, self.open_by_address.clone()))
+            }
+            _ => None,
+        };
+        Some(Slot {
+            _total: total,
+            address,
+        })
+    }
+}
+
+/// One admitted connection's place in the limits, given back when it is dropped.
+struct Slot {
+    _total: Option<OwnedSemaphorePermit>,
+    address: Option<(IpAddr, OpenByAddress)>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((ip, open)) = &self.address {
+            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(count) = open.get_mut(ip) {
+                *count -= 1;
+                if *count == 0 {
+                    open.remove(ip);
+                }
+            }
+        }
+    }
+}
+
+impl Tasks {
+    /// Serves `listener` until shutdown: accepts connections and runs `handler` on each, on a
+    /// task of its own, within `limits`.
+    ///
+    /// What the kit does, so no plugin has to:
+    /// - **Limits**: over `limits`, connections wait in the backlog or are refused (see
+    ///   [`WhenFull`]).
+    /// - **Accept errors never end the service.** Running out of descriptors or memory
+    ///   (EMFILE, ENFILE, ENOBUFS, ENOMEM) backs off, up to a second between tries, and is
+    ///   logged at most once a second; errors that belong to one connection (a client that
+    ///   reset before it was accepted) are skipped.
+    /// - **Handler errors are logged with the peer**, at info level when the client went away
+    ///   (reset, broken pipe, early EOF) and as a warning otherwise; a panic in a handler is
+    ///   logged the same way and ends only that connection.
+    /// - **TLS**: on an `ssl:` listener the handshake runs on the connection's task, within 10 s.
+    /// - **Two-phase stop**: on shutdown the listener closes at once; connections in progress
+    ///   go on (the handler sees [`Tasks::shutdown`] and may finish early) until the host's
+    ///   shutdown timeout, after which they are cancelled.
+    pub fn serve<H, F>(&self, listener: Listener, limits: &ConnectionLimits, handler: H)
+    where
+        H: Fn(Stream, PeerAddr) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.spawn(accept_loop(
+            listener,
+            limits.clone(),
+            Arc::new(handler),
+            self.clone(),
+        ));
+    }
+}
+
+async fn accept_loop<H, F>(
+    listener: Listener,
+    limits: ConnectionLimits,
+    handler: Arc<H>,
+    tasks: Tasks,
+) -> Result<()>
+where
+    H: Fn(Stream, PeerAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<()>> + Send + 'static,
+{
+    let shutdown = tasks.shutdown();
+    let mut backoff = Backoff::default();
+    let name = listener.local_endpoint();
+    loop {
+        // Waiting for a slot before accepting is what leaves the next client in the backlog.
+        let reserved = match (&limits.total, &limits.when_full) {
+            (Some(semaphore), WhenFull::Wait) => tokio::select! {
+                _ = shutdown.requested() => break,
+                permit = semaphore.clone().acquire_owned() => Some(permit.expect("never closed")),
+            },
+            _ => None,
+        };
+        let accepted = tokio::select! {
+            _ = shutdown.requested() => break,
+            accepted = listener.accept_raw() => accepted,
+        };
+        let (connection, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                backoff.failed(&name, e).await;
+                continue;
+            }
+        };
+        backoff.succeeded();
+        let slot = match reserved {
+            Some(permit) => limits.admit_address(Some(permit), &peer),
+            None => limits.try_admit(&peer),
+        };
+        let Some(slot) = slot else {
+            debug!("refused a connection from {peer}: over the connection limit");
+            let reply = match &limits.when_full {
+                WhenFull::Refuse { reply } => reply.clone(),
+                WhenFull::Wait => Vec::new(),
+            };
+            tasks.spawn_tracked(async move { connection.refuse(&reply).await });
+            continue;
+        };
+        let handler = handler.clone();
+        let open = tasks.open_connection();
+        tasks.spawn_tracked(async move {
+            let _slot = slot;
+            let _open = open;
+            let served = async {
+                let stream = connection.ready().await?;
+                handler(stream, peer).await
+            };
+            match AssertUnwindSafe(served).catch_unwind().await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log_failure(Some(&peer), &e),
+                // The plugin's panic hook has logged where; this says whose connection it was.
+                Err(_) => warn!("connection from {peer} failed: the handler panicked"),
+            }
+        });
+    }
+    info!("(Port {name} Closed)");
+    Ok(())
+}
+
+/// Logs a connection's error: a client that went away is routine, anything else is not.
+pub(crate) fn log_failure(peer: Option<&PeerAddr>, error: &Error) {
+    let client_left = error.downcast_ref::<io::Error>().is_some_and(|e| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::TimedOut
+        )
+    });
+    let from = peer.map(|p| format!(" from {p}")).unwrap_or_default();
+    match client_left {
+        true => info!("connection{from} ended: {error}"),
+        false => warn!("connection{from} failed: {error}"),
+    }
+}
+
+/// What to do after an accept error: skip it, or wait before the next try.
+#[derive(Default)]
+struct Backoff {
+    delay: Duration,
+    last_report: Option<Instant>,
+    unreported: u64,
+}
+
+/// Errors accept(2) passes on from one pending connection; the listener itself is fine.
+fn belongs_to_one_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || matches!(
+        error.raw_os_error(),
+        Some(
+            libc::EPROTO
+                | libc::EPERM
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
+    )
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const LONGEST: Duration = Duration::from_secs(1);
+    const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+    async fn failed(&mut self, listener: &str, error: io::Error) {
+        if belongs_to_one_connection(&error) {
+            debug!("accept on {listener}: {error}; skipped");
+            return;
+        }
+        // Out of descriptors (EMFILE, ENFILE), buffers (ENOBUFS) or memory (ENOMEM), or
+        // anything unexpected: the pending connection stays queued, so try again later rather
+        // than spin on the same error, and never give up: the condition usually passes.
+        self.unreported += 1;
+        let now = Instant::now();
+        if self
+            .last_report
+            .is_none_or(|last| now.duration_since(last) >= Self::REPORT_EVERY)
+        {
+            let also = match self.unreported {
+                1 => String::new(),
+                n => format!(" ({} more since the last report)", n - 1),
+            };
+            warn!("accept on {listener} failed: {error}; retrying{also}");
+            self.last_report = Some(now);
+            self.unreported = 0;
+        }
+        self.delay = (self.delay * 2).clamp(Self::FIRST, Self::LONGEST);
+        tokio::time::sleep(self.delay).await;
+    }
+
+    fn succeeded(&mut self) {
+        self.delay = Duration::ZERO;
+    }
+}
