@@ -137,8 +137,15 @@ fn fresh_run_dir() -> PathBuf {
 /// from the caller), run in a fresh directory.
 pub fn host_command(args: &[&str]) -> Command {
     let mut command = Command::new(host_bin());
+    command.args(args);
+    prepare(&mut command);
     command
-        .args(args)
+}
+
+/// Gives any command that runs `host` (directly or through a wrapper such as `prlimit`) the
+/// clean environment and fresh directory of [`host_command`].
+pub fn prepare(command: &mut Command) -> &mut Command {
+    command
         .current_dir(fresh_run_dir())
         .env_remove("NOTIFY_SOCKET")
         .env_remove("LISTEN_FDS")
@@ -146,8 +153,7 @@ pub fn host_command(args: &[&str]) -> Command {
         .env_remove("HOST_PLUGIN_PATH")
         .env_remove("RUST_LOG")
         .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null());
-    command
+        .stdin(Stdio::null())
 }
 
 /// What a finished `host` printed, and how it exited.
@@ -397,4 +403,36 @@ pub fn raise_open_files(wanted: u64) {
         limit.rlim_cur = wanted.min(limit.rlim_max);
         libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
     }
+}
+
+/// A self-signed certificate for localhost and its key, made with openssl in `dir`:
+/// (`cert.pem`, `key.pem`).
+pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
 }

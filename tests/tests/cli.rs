@@ -55,7 +55,7 @@ fn plugin_help_shows_its_options_with_defaults() {
         "--iface <IFACE>",
         "[default: localhost]",
         "--poem <POEM>",
-        "--listen <LISTEN>",
+        "--listen <ENDPOINT>",
     ] {
         assert!(
             out.stdout.contains(expected),
@@ -103,7 +103,7 @@ fn bad_option_values_name_the_option_and_exit_2() {
         (&["-n", "fastpoetry", "--port"], "a value is required for '--port <PORT>'"),
         (
             &["-n", "fastpoetry", "--listen", "udp:53"],
-            "invalid value 'udp:53' for '--listen <LISTEN>': invalid endpoint 'udp:53': unknown type 'udp'",
+            "invalid value 'udp:53' for '--listen <ENDPOINT>': invalid endpoint 'udp:53': unknown type 'udp'",
         ),
         (&["-n", "fastpoetry", "--colour", "red"], "unexpected argument '--colour'"),
         (&["--bogus"], "unexpected argument '--bogus'"),

@@ -155,7 +155,7 @@ fn an_incompatible_interface_is_one_line_naming_the_file_and_both_versions() {
     assert_eq!(
         out.stderr,
         format!(
-            "host: warning: skipped {}: incompatible plugin-api: the plugin was built against 2.0.0, this host has 1.1.0 (different major version)",
+            "host: warning: skipped {}: incompatible plugin-api: the plugin was built against 2.0.0, this host has 1.2.0 (different major version)",
             library.display()
         )
     );

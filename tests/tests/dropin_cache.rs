@@ -104,7 +104,7 @@ fn an_unchanged_directory_is_listed_without_loading_any_library() {
         assert_eq!(loads(&trace), probed, "{args:?} loaded a library");
     }
     assert!(report(dir.path())
-        .contains("libtraced_a.so: ok: provides 'traced_a' (plugin-api 1.1.0) [cached]"));
+        .contains("libtraced_a.so: ok: provides 'traced_a' (plugin-api 1.2.0) [cached]"));
 
     // Running a plugin loads that one library, in the host itself.
     let mut command = host_command(&["--plugin-dir", plugin_dir, "-n", "traced_a"]);
@@ -198,7 +198,7 @@ fn touch_replace_and_delete_reprobe_or_drop_only_that_entry() {
     let after_replace = report(dir.path());
     assert_eq!(
         report_line(&after_replace, "libtraced_b.so"),
-        "libtraced_b.so: ok: provides 'faulty' (plugin-api 1.1.0) [probed]"
+        "libtraced_b.so: ok: provides 'faulty' (plugin-api 1.2.0) [probed]"
     );
     assert!(
         report_line(&after_replace, "libtraced_a.so").ends_with("[cached]"),
@@ -228,13 +228,13 @@ fn the_cache_records_the_stat_tuple_and_what_each_file_offers() {
     let cache: String = std::fs::read_to_string(dir.join("dropin.cache")).unwrap();
     for needle in [
         "\"format\":1",
-        "\"interface\":\"1.1.0\"",
+        "\"interface\":\"1.2.0\"",
         "\"size\":",
         "\"mtime_ns\":",
         "\"dev\":",
         "\"ino\":",
         "\"tapname\":\"traced_a\"",
-        "\"interface_version\":\"1.1.0\"",
+        "\"interface_version\":\"1.2.0\"",
         "\"NotAPlugin\"",
     ] {
         assert!(cache.contains(needle), "missing {needle} in {cache}");
@@ -318,7 +318,7 @@ fn a_cache_from_another_format_or_interface_is_discarded_quietly() {
     let cache = std::fs::read_to_string(dir.join("dropin.cache")).unwrap();
     for (from, to) in [
         ("\"format\":1", "\"format\":99"),
-        ("\"interface\":\"1.1.0\"", "\"interface\":\"0.9.0\""),
+        ("\"interface\":\"1.2.0\"", "\"interface\":\"0.9.0\""),
     ] {
         std::fs::write(dir.join("dropin.cache"), cache.replace(from, to)).unwrap();
         let out = run_host(&[

@@ -1,7 +1,7 @@
 //! The ftp plugin with real clients: Python's ftplib and curl, against a real `host` serving a
 //! temporary directory on 127.0.0.1.
 
-use host_e2e::{run, Running, TempDir, PATIENCE};
+use host_e2e::{run, self_signed, Running, TempDir, PATIENCE};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -477,35 +477,6 @@ f.quit()
         "300 MB each way should not need {peak_kb} kB of memory"
     );
     host.stop();
-}
-
-/// A self-signed certificate for localhost, made with openssl.
-fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
 }
 
 #[test]

@@ -62,9 +62,10 @@ fn the_template_builds_out_of_tree_tests_and_runs_through_host() {
     let help = run_host(&["--plugin-dir", plugin_dir, "echo", "--help"]);
     assert_eq!(help.code(), Some(0), "{help:?}");
     for option in [
-        "--listen <LISTEN>",
+        "--listen <ENDPOINT>",
         "--greeting <GREETING>",
-        "--max-line <MAX-LINE>",
+        "--max-line <N>",
+        "--max-connections <N>",
         "--upper",
     ] {
         assert!(
@@ -103,7 +104,7 @@ fn a_plugin_built_against_an_older_minor_loads_and_runs() {
         "{report}"
     );
     let help = run_host(&["--plugin-dir", plugin_dir, "oldminor", "--help"]);
-    assert!(help.stdout.contains("--listen <LISTEN>"), "{help:?}");
+    assert!(help.stdout.contains("--listen <ENDPOINT>"), "{help:?}");
 
     let mut host = Running::start(&["--plugin-dir", plugin_dir, "-n", "oldminor"]);
     let port = host.port();

@@ -341,6 +341,13 @@ fn sigusr1_reopens_the_log_file_for_logrotate() {
     let mut host = Running::spawn(&mut command);
     let port = port_in_log(&dir.join("host.log"));
     load(port, 300);
+    // Each line is logged once its poem is sent: wait for the last before moving the file.
+    wait_until("300 connections are logged", || {
+        read(&dir.join("host.log"))
+            .matches("sending 653 bytes")
+            .count()
+            == 300
+    });
     std::fs::rename(dir.join("host.log"), dir.join("moved")).unwrap();
     host.signal(libc::SIGUSR1);
     wait_until("the log is reopened", || {

@@ -1,12 +1,13 @@
 //! echo: sends every line a client writes straight back to it.
 //!
 //! A complete host plugin, ready to copy: options of several kinds, a service that binds in
-//! `privileged_start` and serves in `start`, logging, graceful stop, and a unit test.
+//! `privileged_start` and serves in `start` through the kit's serving loop, logging, graceful
+//! stop, and a unit test.
 
 use plugin_api::tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use plugin_api::{
-    export_service_maker, tokio, tracing, Endpoint, Listener, OptionKind, OptionSpec, Options,
-    Result, Service, Shutdown, Tasks,
+    export_service_maker, tokio, tracing, ConnectionLimits, Endpoint, Listener, OptionKind,
+    OptionSpec, Options, Result, Service, Shutdown, Tasks,
 };
 
 fn options() -> Vec<OptionSpec> {
@@ -31,6 +32,7 @@ fn options() -> Vec<OptionSpec> {
         )
         .default("4096"),
         OptionSpec::flag("upper", "Echo in upper case."),
+        OptionSpec::max_connections(1000),
     ]
 }
 
@@ -45,6 +47,7 @@ struct Settings {
 struct Echo {
     endpoints: Vec<Endpoint>,
     listeners: Vec<Listener>,
+    limits: ConnectionLimits,
     settings: Settings,
 }
 
@@ -58,6 +61,7 @@ fn make_service(options: &Options) -> Result<Echo> {
     Ok(Echo {
         endpoints: options.endpoints("listen")?,
         listeners: Vec::new(),
+        limits: ConnectionLimits::from_options(options)?,
         settings: Settings {
             greeting: options.get("greeting").unwrap_or_default().to_string(),
             max_line,
@@ -81,25 +85,19 @@ impl Service for Echo {
         Ok(())
     }
 
-    /// Spawns one accept loop per listener and returns.
+    /// Serves every listener and returns: the kit accepts connections (within
+    /// `--max-connections`), runs `echo` on each, logs its errors with the client's address,
+    /// and stops gracefully.
     fn start(&mut self, tasks: &Tasks) -> Result<()> {
         for listener in self.listeners.drain(..) {
-            tasks.spawn(accept(listener, self.settings.clone(), tasks.clone()));
+            let (settings, shutdown) = (self.settings.clone(), tasks.shutdown());
+            tasks.serve(listener, &self.limits, move |stream, peer| {
+                tracing::info!("client {peer} connected");
+                let (settings, shutdown) = (settings.clone(), shutdown.clone());
+                async move { echo(stream, &settings, &shutdown).await }
+            });
         }
         Ok(())
-    }
-}
-
-async fn accept(listener: Listener, settings: Settings, tasks: Tasks) -> Result<()> {
-    let shutdown = tasks.shutdown();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.requested() => return Ok(()),
-            accepted = listener.accept() => accepted?,
-        };
-        tracing::info!("client {peer} connected");
-        let (settings, shutdown) = (settings.clone(), shutdown.clone());
-        tasks.spawn_connection(async move { echo(stream, &settings, &shutdown).await });
     }
 }
 
