@@ -50,7 +50,12 @@ pub fn launch(
         .load()
         .map_err(|e| fatal(format!("{}: {e}", plugin.path.display())))?;
     let (ended_tx, ended_rx) = tokio::sync::mpsc::unbounded_channel();
-    let context = plugin_host::context(tapname, max_level, ended_tx);
+    let context = plugin_host::context(
+        tapname,
+        max_level,
+        ended_tx,
+        &plugin_host::Shared::default(),
+    );
     let service = (maker.make_service())(values.into(), context)
         .into_result()
         .map_err(|e| fatal(format!("{tapname}: {e}")))?;

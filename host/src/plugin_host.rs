@@ -4,36 +4,73 @@
 //! threads, and a plugin has its own copy of tokio that cannot see the host's.
 
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RArc, ROption, RResult, RStr, RString};
-use plugin_api::abi::{raw_level, Host, HostContext, Host_TO, RawLevel, HOST_VERSION};
-use std::sync::Arc;
+use abi_stable::std_types::{RArc, RErr, ROk, ROption, RResult, RSome, RStr, RString};
+use plugin_api::abi::{
+    raw_level, Host, HostContext, Host_TO, RawLevel, HOST_VERSION, SYSTEMD_SOCKET,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::level_filters::LevelFilter;
 
 /// How a service ended without being asked to: `Some(error)` if it failed.
 pub type ServiceEnded = Option<String>;
 
+/// What the contexts of every service in this process share.
+#[derive(Clone, Default)]
+pub struct Shared {
+    /// systemd-passed socket indexes, and the service that adopted each.
+    sockets: Arc<Mutex<HashMap<usize, Arc<str>>>>,
+}
+
 #[derive(Clone)]
 struct PluginHost {
-    tapname: Arc<str>,
+    /// The service's name in the log.
+    name: Arc<str>,
     max_level: RawLevel,
     ended: UnboundedSender<ServiceEnded>,
+    shared: Shared,
 }
 
 pub fn context(
-    tapname: &str,
+    name: &str,
     max_level: LevelFilter,
     ended: UnboundedSender<ServiceEnded>,
+    shared: &Shared,
 ) -> HostContext {
     let max_level = raw_level(max_level.into_level());
     Host_TO::from_ptr(
         RArc::new(PluginHost {
-            tapname: tapname.into(),
+            name: name.into(),
             max_level,
             ended,
+            shared: shared.clone(),
         }),
         TD_Opaque,
     )
+}
+
+impl PluginHost {
+    fn claim_socket(&self, request: &str) -> RResult<RString, RString> {
+        let Ok(index) = request.parse::<usize>() else {
+            return RErr(format!("invalid socket index '{request}'").into());
+        };
+        let mut sockets = self
+            .shared
+            .sockets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match sockets.get(&index) {
+            Some(holder) => RErr(
+                format!("systemd socket index {index} is already used by service '{holder}'")
+                    .into(),
+            ),
+            None => {
+                sockets.insert(index, self.name.clone());
+                ROk(RString::new())
+            }
+        }
+    }
 }
 
 impl Host for PluginHost {
@@ -42,7 +79,7 @@ impl Host for PluginHost {
     }
 
     fn log(&self, level: RawLevel, _target: RStr<'_>, message: RStr<'_>) {
-        let system = &*self.tapname;
+        let system = &*self.name;
         let message = message.as_str();
         match level {
             1 => tracing::error!(target: "plugin", system, "{message}"),
@@ -63,10 +100,11 @@ impl Host for PluginHost {
     fn call_extension(
         &self,
         name: RStr<'_>,
-        _request: RStr<'_>,
+        request: RStr<'_>,
     ) -> ROption<RResult<RString, RString>> {
         match name.as_str() {
-            HOST_VERSION => ROption::RSome(RResult::ROk(plugin_api::INTERFACE_VERSION.into())),
+            HOST_VERSION => RSome(ROk(plugin_api::INTERFACE_VERSION.into())),
+            SYSTEMD_SOCKET => RSome(self.claim_socket(request.as_str())),
             _ => ROption::RNone,
         }
     }

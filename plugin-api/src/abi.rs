@@ -16,6 +16,7 @@
 //! |---|---|---|---|---|
 //! | [`RELOAD`] | a service | empty | empty | 1.1 |
 //! | [`HOST_VERSION`] | the host | empty | the host's plugin-api version, e.g. `1.2.0` | 1.2 |
+//! | [`SYSTEMD_SOCKET`] | the host | a socket index, e.g. `0` | empty, or why it cannot be had | 1.2 |
 //!
 //! Plugin authors do not use this module directly: [`export_service_maker!`](crate::export_service_maker)
 //! generates the root module, and the kit adapts a [`Service`](crate::Service) to
@@ -246,6 +247,12 @@ pub type ServiceBox = AbiService_TO<RBox<()>>;
 /// The extension `reload/1`: reload configuration without restarting. The host calls it on
 /// SIGHUP; a service that cannot reload does not offer it.
 pub const RELOAD: &str = "reload/1";
+
+/// The extension `systemd-socket/1`: claims the systemd-passed socket with this index for the
+/// calling service, so that no two services of one host adopt the same socket, whichever
+/// libraries they come from. An error reply says which service holds it. A host that does not
+/// offer it leaves each library to keep its own claims.
+pub const SYSTEMD_SOCKET: &str = "systemd-socket/1";
 
 /// The extension `host-version/1`: the host's plugin-api version (`1.2.0`). A host that does
 /// not offer it is older than 1.2. The kit asks before `make_service`, to refuse cleanly when

@@ -10,8 +10,8 @@ use crate::abi::{
     ServiceMaker, ServiceMakerRef, HOST_VERSION, RELOAD,
 };
 use crate::kit::error::Result;
-use crate::kit::log_bridge;
 use crate::kit::options::Options;
+use crate::kit::scope::ServiceScope;
 use crate::kit::service::{Service, Tasks};
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::sabi_trait::TD_Opaque;
@@ -50,19 +50,22 @@ pub fn make_service<S: Service>(
     options: fn() -> Vec<OptionSpec>,
     make: fn(&Options) -> Result<S>,
 ) -> RResult<ServiceBox, RString> {
-    guard(|| {
-        log_bridge::install(&host);
-        check_host_version(&host, &options())?;
-        let service = make(&Options::new(values.into_vec()))?;
-        Ok(AbiService_TO::from_value(
-            ServiceRunner {
-                service: Box::new(service),
-                host,
-                runtime: None,
-                tasks: None,
-            },
-            TD_Opaque,
-        ))
+    let scope = ServiceScope::new(host.clone());
+    scope.enter(|| {
+        guard(|| {
+            check_host_version(&host, &options())?;
+            let service = make(&Options::new(values.into_vec()))?;
+            Ok(AbiService_TO::from_value(
+                ServiceRunner {
+                    service: Box::new(service),
+                    host,
+                    scope: scope.clone(),
+                    runtime: None,
+                    tasks: None,
+                },
+                TD_Opaque,
+            ))
+        })
     })
 }
 
@@ -119,6 +122,8 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
 struct ServiceRunner {
     service: Box<dyn Service>,
     host: HostContext,
+    /// Every call from the host runs in it, and every thread of the runtime.
+    scope: ServiceScope,
     runtime: Option<tokio::runtime::Runtime>,
     tasks: Option<Tasks>,
 }
@@ -137,19 +142,43 @@ impl AbiService for ServiceRunner {
     }
 
     fn privileged_start(&mut self) -> RResult<(), RString> {
-        guard(|| {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name(self.service.name())
-                .build()?;
-            let _entered = runtime.enter();
-            let started = self.service.privileged_start();
-            self.runtime = Some(runtime);
-            started
+        let scope = self.scope.clone();
+        scope.enter(|| {
+            guard(|| {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.enable_all().thread_name(self.service.name());
+                self.scope.apply_to(&mut builder);
+                let runtime = builder.build()?;
+                let _entered = runtime.enter();
+                let started = self.service.privileged_start();
+                self.runtime = Some(runtime);
+                started
+            })
         })
     }
 
     fn start(&mut self) -> RResult<(), RString> {
+        let scope = self.scope.clone();
+        scope.enter(|| self.start_in_scope())
+    }
+
+    fn stop(&mut self, deadline_ms: u64) -> RResult<(), RString> {
+        let scope = self.scope.clone();
+        scope.enter(|| self.stop_in_scope(deadline_ms))
+    }
+
+    fn call_extension(
+        &mut self,
+        name: RStr<'_>,
+        request: RStr<'_>,
+    ) -> ROption<RResult<RString, RString>> {
+        let scope = self.scope.clone();
+        scope.enter(|| self.extension_in_scope(name, request))
+    }
+}
+
+impl ServiceRunner {
+    fn start_in_scope(&mut self) -> RResult<(), RString> {
         guard(|| {
             let _entered = self.runtime()?.enter();
             let host = self.host.clone();
@@ -162,7 +191,7 @@ impl AbiService for ServiceRunner {
         })
     }
 
-    fn stop(&mut self, deadline_ms: u64) -> RResult<(), RString> {
+    fn stop_in_scope(&mut self, deadline_ms: u64) -> RResult<(), RString> {
         guard(|| {
             let Some(runtime) = self.runtime.take() else {
                 return Ok(());
@@ -190,7 +219,7 @@ impl AbiService for ServiceRunner {
         })
     }
 
-    fn call_extension(
+    fn extension_in_scope(
         &mut self,
         name: RStr<'_>,
         _request: RStr<'_>,

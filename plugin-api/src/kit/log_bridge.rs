@@ -1,27 +1,36 @@
 //! Forwards the plugin's `tracing` events to the host's log.
 //!
 //! A cdylib has its own copy of tracing's global dispatcher, so without this bridge every event
-//! a plugin emits would vanish. The plugin's subscriber filters at the host's level, so events
-//! the host would not print cost nothing here.
+//! a plugin emits would vanish. Each service gets its own dispatcher, bound to its own host
+//! context (see `scope`), so two services made from one library log under their own names. Its
+//! subscriber filters at the host's level, so events the host would not print cost nothing here.
 
 use crate::abi::{level_filter, raw_level, HostContext};
 use crate::kit::export::panic_message;
 use std::fmt::Write;
 use std::sync::Once;
+use tracing::dispatcher::Dispatch;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
-/// Installs the bridge as the plugin's global subscriber, and routes panic reports through it
-/// instead of stderr. Only the first call in a library has an effect.
-pub(crate) fn install(host: &HostContext) {
+/// A dispatcher that sends events to `host`'s log.
+pub(crate) fn dispatch(host: &HostContext) -> Dispatch {
+    Dispatch::new(
+        tracing_subscriber::registry()
+            .with(level_filter(host.max_log_level()))
+            .with(Bridge { host: host.clone() }),
+    )
+}
+
+/// Once per library: makes `dispatch` the global default, for threads no service scope covers
+/// (a thread the plugin starts itself), and routes panic reports through the panicking thread's
+/// dispatcher instead of stderr.
+pub(crate) fn install_fallback(dispatch: &Dispatch) {
     static INSTALLED: Once = Once::new();
     INSTALLED.call_once(|| {
-        let subscriber = tracing_subscriber::registry()
-            .with(level_filter(host.max_log_level()))
-            .with(Bridge { host: host.clone() });
         // Fails only if the plugin installed its own subscriber first; then that one wins.
-        let _ = tracing::subscriber::set_global_default(subscriber);
+        let _ = tracing::dispatcher::set_global_default(dispatch.clone());
         std::panic::set_hook(Box::new(|panic| {
             let at = panic
                 .location()

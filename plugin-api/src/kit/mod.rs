@@ -8,6 +8,7 @@ mod log_bridge;
 pub mod multi;
 pub mod option_spec;
 pub mod options;
+mod scope;
 pub mod serve;
 pub mod service;
 mod socket_activation;

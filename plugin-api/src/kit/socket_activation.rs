@@ -1,6 +1,9 @@
 //! Adopting listening sockets passed by systemd socket activation (`sd_listen_fds(3)`).
 
 use super::endpoint::SocketDomain;
+use crate::abi::SYSTEMD_SOCKET;
+use crate::kit::scope::ServiceScope;
+use abi_stable::std_types::{RErr, ROk, RSome};
 use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
@@ -8,7 +11,7 @@ use std::sync::Mutex;
 /// The first passed descriptor, `SD_LISTEN_FDS_START`.
 const FIRST_FD: RawFd = 3;
 
-/// Indexes already adopted: a descriptor can have only one owner.
+/// Indexes this library adopted, for hosts older than 1.2, which keep no claims of their own.
 static ADOPTED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
 /// A passed listening socket, by family.
@@ -41,29 +44,40 @@ pub fn adopt(index: usize, domain: Option<SocketDomain>) -> io::Result<Adopted> 
             "systemd passed {count} socket(s); there is no index {index}"
         )));
     }
+    let fd = FIRST_FD + RawFd::try_from(index).map_err(|_| error("index too large".into()))?;
+    // Claimed before anything touches the descriptor, so it is never owned twice. A claimed
+    // socket that turns out unusable stays claimed: no other service could use it either.
+    claim(index).map_err(error)?;
+    // SAFETY: LISTEN_PID names this process, so systemd passed descriptors FIRST_FD to
+    // FIRST_FD + LISTEN_FDS - 1 for it to own (the protocol of sd_listen_fds(3), which trusts
+    // the same two variables), and the claim above makes this service its only owner.
+    #[allow(unsafe_code)]
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    checked(owned, index, domain).map_err(|(owned, why)| {
+        // Not a socket we can use: hand the number back unclosed.
+        let _ = owned.into_raw_fd();
+        why
+    })
+}
+
+/// Claims socket `index` for the calling service: with the host, which knows every service of
+/// the process, or, in a host older than 1.2, within this library.
+fn claim(index: usize) -> Result<(), String> {
+    if let Some(host) = ServiceScope::current_host() {
+        match host.call_extension(SYSTEMD_SOCKET.into(), index.to_string().as_str().into()) {
+            RSome(ROk(_)) => return Ok(()),
+            RSome(RErr(why)) => return Err(why.into_string()),
+            _ => {}
+        }
+    }
     let mut adopted = ADOPTED
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if adopted.contains(&index) {
-        return Err(error(format!("socket index {index} is already in use")));
+        return Err(format!("socket index {index} is already in use"));
     }
-    let fd = FIRST_FD + RawFd::try_from(index).map_err(|_| error("index too large".into()))?;
-    // SAFETY: LISTEN_PID names this process, so systemd passed descriptors FIRST_FD to
-    // FIRST_FD + LISTEN_FDS - 1 for it to own (the protocol of sd_listen_fds(3), which trusts
-    // the same two variables); ADOPTED makes this the descriptor's only owner.
-    #[allow(unsafe_code)]
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    match checked(owned, index, domain) {
-        Ok(listener) => {
-            adopted.push(index);
-            Ok(listener)
-        }
-        Err((owned, why)) => {
-            // Not ours to close after all: hand the number back untouched.
-            let _ = owned.into_raw_fd();
-            Err(why)
-        }
-    }
+    adopted.push(index);
+    Ok(())
 }
 
 /// The socket as a listener of its family, or the descriptor back with the reason it cannot be.
