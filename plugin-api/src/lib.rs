@@ -8,7 +8,7 @@
 //! The crate has two parts that change at different speeds:
 //! - [`abi`]: the types that cross the library boundary, frozen for every 1.x release;
 //! - the kit ([`Service`], [`Tasks`], [`MultiService`], [`Endpoint`], [`Options`],
-//!   [`export_service_maker!`]): what plugin authors write against, free to grow.
+//!   [`export_service_maker!`], [`files`]): what plugin authors write against, free to grow.
 //!
 //! # A complete plugin
 //!
@@ -24,6 +24,7 @@ mod kit;
 pub use abi::{OptionKind, OptionSpec, INTERFACE_VERSION};
 pub use kit::endpoint::{Endpoint, EndpointError, Listener, PeerAddr, SocketDomain, Stream};
 pub use kit::error::{Error, Result};
+pub use kit::files;
 pub use kit::multi::MultiService;
 pub use kit::options::Options;
 pub use kit::service::{Service, Shutdown, Tasks};
