@@ -60,15 +60,17 @@ impl PoemSource {
     fn load(&self) -> Result<Bytes> {
         match self {
             Self::Bundled => Ok(Bytes::from_static(BUNDLED_POEM)),
-            Self::File(path, limit) => files::read_regular(path, *limit)
-                .map(Bytes::from)
-                .map_err(|e| {
-                    let hint = match e.kind() {
-                        std::io::ErrorKind::FileTooLarge => " (--max-size)",
-                        _ => "",
-                    };
-                    format!("cannot read the poem {}: {e}{hint}", path.display()).into()
-                }),
+            Self::File(path, limit) => {
+                files::read_regular(path, *limit)
+                    .map(Bytes::from)
+                    .map_err(|e| {
+                        let hint = match e.kind() {
+                            std::io::ErrorKind::FileTooLarge => " (--max-size)",
+                            _ => "",
+                        };
+                        format!("cannot read the poem {}: {e}{hint}", path.display()).into()
+                    })
+            }
         }
     }
 }
@@ -88,7 +90,9 @@ fn make_service(options: &Options) -> Result<PoetryService> {
         Some(path) => PoemSource::File(
             std::path::absolute(&path)
                 .map_err(|e| format!("cannot read the poem {}: {e}", path.display()))?,
-            options.parse::<u64>("max-size")?.unwrap_or(DEFAULT_MAX_SIZE),
+            options
+                .parse::<u64>("max-size")?
+                .unwrap_or(DEFAULT_MAX_SIZE),
         ),
         None => PoemSource::Bundled,
     };

@@ -6,8 +6,8 @@
 //! the right one.
 
 use crate::login_guard::LoginGuard;
-use plugin_api::files;
 use async_trait::async_trait;
+use plugin_api::files;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -74,8 +74,7 @@ impl Accounts {
         let mut users = HashMap::new();
         if let Some(file) = password_file {
             let cannot_read = |e| format!("cannot read the password file {}: {e}", file.display());
-            let bytes =
-                files::read_regular(file, crate::CONFIG_FILE_LIMIT).map_err(cannot_read)?;
+            let bytes = files::read_regular(file, crate::CONFIG_FILE_LIMIT).map_err(cannot_read)?;
             let text = String::from_utf8(bytes).map_err(|_| {
                 cannot_read(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
