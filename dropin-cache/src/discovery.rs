@@ -293,13 +293,8 @@ fn candidate_files(dir: &Path) -> Vec<(String, PathBuf, FileStat)> {
     files
 }
 
+/// `*.so`: host runs on Linux only (its process layer uses Linux calls such as
+/// `PR_SET_PDEATHSIG`), so macOS's `.dylib` is not looked for.
 fn is_library_name(path: &Path) -> bool {
-    let wanted: &[&str] = if cfg!(target_os = "macos") {
-        &["so", "dylib"]
-    } else {
-        &["so"]
-    };
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| wanted.contains(&e))
+    path.extension().is_some_and(|e| e == "so")
 }
