@@ -139,7 +139,10 @@ fn an_unreadable_poem_is_one_line_and_exit_1_before_anything_listens() {
             missing.to_str().unwrap(),
             "No such file or directory (os error 2)",
         ),
-        (dir.path().to_str().unwrap(), "Is a directory (os error 21)"),
+        (
+            dir.path().to_str().unwrap(),
+            "it is a directory, not a regular file",
+        ),
     ] {
         let out = run_host(&[
             "-n",

@@ -32,7 +32,7 @@ fn options() -> Vec<OptionSpec> {
         OptionSpec::param(
             "max-size",
             OptionKind::INTEGER,
-            "The largest poem file read, in bytes; a larger one is refused (64 MiB by default)",
+            "The largest poem file read, in bytes; a larger one is refused",
         )
         .default(&DEFAULT_MAX_SIZE.to_string()),
         OptionSpec::param(
