@@ -100,7 +100,9 @@ fn run_on(
         .block_on(async { Signals::new() })
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
-    if let Err(e) = start(&mut lock(&service), settings) {
+    // Bound first: a guard in an `if let` scrutinee would live through the body's `lock`.
+    let start_result = start(&mut lock(&service), settings);
+    if let Err(e) = start_result {
         // Release whatever the service had bound or spawned before it failed.
         let _ = lock(&service).stop(0);
         let message = format!("{name} failed to start: {e}");

@@ -443,7 +443,8 @@ fn a_directory_named_dropin_cache_does_not_hurt() {
     assert_eq!(out.code(), Some(0), "{out:?}");
     assert!(out.stdout.contains("traced_a"), "{}", out.stdout);
     assert!(
-        out.stderr.contains("dropin.cache: Is a directory"),
+        out.stderr
+            .contains("dropin.cache: it is a directory, not a regular file"),
         "{}",
         out.stderr
     );
