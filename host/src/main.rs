@@ -77,9 +77,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Vec<OsString>) -> Result<(), Exit> {
-    let mut command = cli::command();
-    let matches = command
-        .try_get_matches_from_mut(args)
+    let matches = cli::command()
+        .try_get_matches_from(args)
         .unwrap_or_else(|e| e.exit());
     let mut options = cli::parse(&matches);
     let exe = std::env::current_exe()
@@ -102,7 +101,7 @@ fn run(args: Vec<OsString>) -> Result<(), Exit> {
     report_problems(&discovery);
 
     let Some((tapname, args)) = options.plugin.take().filter(|_| !options.help) else {
-        print!("{}", usage::render(command, &discovery));
+        print!("{}", usage::render(&discovery));
         // The process ends here; freeing every record one by one would be wasted work.
         std::mem::forget(discovery);
         return Ok(());
