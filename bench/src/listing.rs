@@ -6,9 +6,10 @@ use crate::report::{self, Timing};
 use crate::scratch::Scratch;
 use crate::servers;
 use crate::Options;
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::process::{pidfd_open, Pid, PidfdFlags};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -261,7 +262,7 @@ fn copy_plugins(fixture: &Path, dir: &Path, count: usize) -> Result<Plugins, Str
 
 /// Waits for `child` to exit, killing it after `limit`; `None` if it had to be killed.
 fn wait_within(child: &mut Child, limit: Duration) -> io::Result<Option<ExitStatus>> {
-    let exited = exits_within(child.id(), limit);
+    let exited = exits_within(child, limit);
     if !matches!(exited, Ok(true)) {
         let _ = child.kill();
     }
@@ -269,28 +270,15 @@ fn wait_within(child: &mut Child, limit: Duration) -> io::Result<Option<ExitStat
     exited.map(|exited| exited.then_some(status))
 }
 
-/// Whether the child `pid`, not yet reaped, exits within `limit`. A pidfd wakes the wait the
-/// moment it exits, where polling `try_wait` would round every time up to the polling interval.
-fn exits_within(pid: u32, limit: Duration) -> io::Result<bool> {
-    let pid = libc::pid_t::try_from(pid).expect("pids fit in pid_t");
-    // SAFETY: pidfd_open(2) has no memory-safety preconditions, and the child is not yet
-    // reaped, so the pid cannot belong to another process.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = RawFd::try_from(fd).expect("file descriptors fit in c_int");
-    // SAFETY: pidfd_open just returned this descriptor, and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut pollfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let timeout = libc::c_int::try_from(limit.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `pollfd` is one valid entry for the whole call.
-    match unsafe { libc::poll(&mut pollfd, 1, timeout) } {
-        ready if ready < 0 => Err(io::Error::last_os_error()),
-        ready => Ok(ready > 0),
-    }
+/// Whether `child`, not yet reaped, exits within `limit`. A pidfd wakes the wait the moment it
+/// exits, where polling `try_wait` would round every time up to the polling interval.
+fn exits_within(child: &Child, limit: Duration) -> io::Result<bool> {
+    // The child is not yet reaped, so its pid cannot belong to another process.
+    let pidfd = pidfd_open(Pid::from_child(child), PidfdFlags::empty())?;
+    let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+    let timeout = Timespec::try_from(limit).unwrap_or(Timespec {
+        tv_sec: i64::MAX,
+        tv_nsec: 0,
+    });
+    Ok(poll(&mut fds, Some(&timeout))? > 0)
 }

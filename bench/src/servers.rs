@@ -1,6 +1,7 @@
 //! Server processes under test: started with their log in a file, found by the port they
 //! announce or listen on, stopped with a signal, and never left behind.
 
+use rustix::process::{Pid, Signal};
 use std::ffi::OsString;
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -29,17 +30,17 @@ enum Kind {
 }
 
 impl Kind {
-    fn stop_signal(self) -> (libc::c_int, &'static str) {
+    fn stop_signal(self) -> (Signal, &'static str) {
         match self {
-            Self::Twistd => (libc::SIGINT, "SIGINT"),
-            Self::Daemon => (libc::SIGTERM, "SIGTERM"),
+            Self::Twistd => (Signal::INT, "SIGINT"),
+            Self::Daemon => (Signal::TERM, "SIGTERM"),
         }
     }
 
     fn stopped_cleanly(self, status: ExitStatus) -> bool {
         match self {
             Self::Twistd => status.success(),
-            Self::Daemon => status.success() || status.signal() == Some(libc::SIGTERM),
+            Self::Daemon => status.success() || status.signal() == Some(Signal::TERM.as_raw()),
         }
     }
 }
@@ -214,11 +215,9 @@ impl Drop for Server {
 }
 
 /// `signal`, then SIGKILL if the process outlives [`PATIENCE`]; `None` if it had to be killed.
-fn signal_and_wait(mut child: Child, signal: libc::c_int) -> Option<ExitStatus> {
-    let pid = libc::pid_t::try_from(child.id()).expect("pids fit in pid_t");
-    // SAFETY: kill(2) has no memory-safety preconditions, and the child is not yet reaped,
-    // so the pid cannot belong to another process.
-    unsafe { libc::kill(pid, signal) };
+fn signal_and_wait(mut child: Child, signal: Signal) -> Option<ExitStatus> {
+    // The child is not yet reaped, so its pid cannot belong to another process.
+    let _ = rustix::process::kill_process(Pid::from_child(&child), signal);
     let started = Instant::now();
     while started.elapsed() < PATIENCE {
         if let Ok(Some(status)) = child.try_wait() {

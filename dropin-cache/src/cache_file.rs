@@ -131,12 +131,16 @@ impl CacheFile {
 
     /// Parses a cache for `directory`; never panics, whatever the bytes.
     pub fn parse(bytes: &[u8], directory: &Path) -> Result<Self, Unusable> {
-        match serde_json::from_slice::<Self>(bytes) {
+        // Checked as UTF-8 once, whole: parsing from a `str` spares serde_json checking every
+        // string on its own, a tenth of the parse.
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| Unusable::Corrupt(format!("not UTF-8 text: {e}")))?;
+        match serde_json::from_str::<Self>(text) {
             Ok(cache) if cache.describes(directory) => Ok(cache),
             Ok(_) => Err(Unusable::Outdated),
             // Another format may not parse as this one: only a header that does not parse
             // either makes the file corrupt.
-            Err(error) => match serde_json::from_slice::<Header>(bytes) {
+            Err(error) => match serde_json::from_str::<Header>(text) {
                 Ok(header) if !header.matches(directory) => Err(Unusable::Outdated),
                 _ => Err(Unusable::Corrupt(error.to_string())),
             },

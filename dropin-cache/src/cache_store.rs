@@ -6,12 +6,18 @@
 //! the host still works, probing what changed on every run.
 
 use crate::cache_file::{CacheFile, Entry, FileStat, Outcome, Unusable};
+use plugin_api::files;
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// The name of the cache file in a plugin directory.
 pub const CACHE_NAME: &str = "dropin.cache";
+
+/// The largest cache read. A directory of a thousand plugins with long option lists makes a
+/// cache of a few MiB; anything larger is not one this host wrote, and is rebuilt.
+pub const CACHE_LIMIT: u64 = 64 * files::MIB;
 
 /// The caches found for one directory, merged, and what was wrong with any of them.
 pub struct LoadedCache {
@@ -73,12 +79,12 @@ pub fn load(dir: &Path) -> LoadedCache {
         problems: Vec::new(),
     };
     for place in locations(dir) {
-        let bytes = match std::fs::read(&place) {
+        let bytes = match files::read_regular(&place, CACHE_LIMIT) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
                 loaded.problems.push(format!(
-                    "cannot read the plugin cache {}: {e}",
+                    "cannot read the plugin cache {}: {e}; rebuilding it",
                     place.display()
                 ));
                 continue;
@@ -102,7 +108,26 @@ pub fn load(dir: &Path) -> LoadedCache {
 /// Writes the cache for `dir` to the first place that takes it; returns that place, or every
 /// place's error.
 pub fn save(dir: &Path, entries: BTreeMap<String, Entry>) -> Result<PathBuf, String> {
-    let bytes = CacheFile::new(dir, entries).to_bytes();
+    write_first(dir, &CacheFile::new(dir, entries))
+}
+
+/// Replaces the entry for the file `name` in `dir`'s cache (a library that changed without its
+/// stat tuple changing), leaving the other entries as they were.
+pub fn refresh(dir: &Path, name: &str, entry: Entry) -> Result<PathBuf, String> {
+    let mut cache = locations(dir)
+        .iter()
+        .find_map(|place| {
+            let bytes = files::read_regular(place, CACHE_LIMIT).ok()?;
+            CacheFile::parse(&bytes, dir).ok()
+        })
+        .unwrap_or_else(|| CacheFile::new(dir, BTreeMap::new()));
+    // `written_ns` is kept: it dates the other entries, which were not probed again.
+    cache.entries.insert(name.to_string(), entry);
+    write_first(dir, &cache)
+}
+
+fn write_first(dir: &Path, cache: &CacheFile) -> Result<PathBuf, String> {
+    let bytes = cache.to_bytes();
     let mut errors = Vec::new();
     for place in locations(dir) {
         match write_atomically(&place, &bytes) {
@@ -113,30 +138,26 @@ pub fn save(dir: &Path, entries: BTreeMap<String, Entry>) -> Result<PathBuf, Str
     Err(errors.join("; "))
 }
 
-/// Temp file in the same directory, fsync, rename: readers see the old cache or the new one,
-/// never a half-written one, however many hosts write at once.
+/// A temporary file in the same directory, fsync, rename: readers see the old cache or the new
+/// one, never a half-written one, however many hosts write at once. The temporary file is
+/// `tempfile`'s: a random name, created with `O_EXCL`, so nothing planted at a predictable name
+/// (a symlink to a file worth destroying) is ever written through; and rename replaces a
+/// symlink at `place` itself, never its target.
 fn write_atomically(place: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = place.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let temp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        place.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id(),
-        unique()
-    ));
-    let written = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, place)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    written
-}
-
-fn unique() -> u64 {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    let prefix = format!(
+        ".{}.",
+        place.file_name().unwrap_or_default().to_string_lossy()
+    );
+    let mut file = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        // Readable by every user of the plugin directory, writable by its owner only.
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(place).map_err(|e| e.error)?;
+    Ok(())
 }

@@ -3,7 +3,7 @@
 
 use crate::cache_file::{Entry, FileStat, Outcome};
 use crate::cache_store;
-use crate::library::{load_service_maker, LoadError};
+use crate::library::{load_and_describe, LoadError};
 use crate::probe::Prober;
 use crate::record::PluginRecord;
 use crate::search_path::SearchPath;
@@ -34,10 +34,56 @@ impl<'a> Plugin<'a> {
         self.record.option_specs()
     }
 
-    /// Loads the library into this process: the only time the host runs a plugin's code.
-    pub fn load(&self) -> Result<ServiceMakerRef, LoadError> {
-        load_service_maker(self.path)
+    /// Loads the library into this process (the only time the host runs a plugin's code) and
+    /// asks it what it offers.
+    ///
+    /// The record this plugin was chosen by may come from the cache, which trusts the file's
+    /// stat tuple; a library patched in place and dated back keeps that tuple. So what the
+    /// loaded library says is compared with the record, and where they differ, the library's
+    /// word wins and its cache entry is rewritten.
+    pub fn load(&self) -> Result<Loaded, LoadError> {
+        let (maker, record) = load_and_describe(self.path)?;
+        if record == *self.record {
+            return Ok(Loaded {
+                maker,
+                changed: None,
+            });
+        }
+        let refreshed = self.refresh_cache(&record);
+        Ok(Loaded {
+            maker,
+            changed: Some(Changed { record, refreshed }),
+        })
     }
+
+    fn refresh_cache(&self, record: &PluginRecord) -> Result<PathBuf, String> {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return Err(format!(
+                "{} names no file in a directory",
+                self.path.display()
+            ));
+        };
+        let stat = FileStat::of(self.path).map_err(|e| e.to_string())?;
+        let entry = Entry {
+            stat,
+            outcome: Ok(record.clone()),
+        };
+        cache_store::refresh(dir, &name.to_string_lossy(), entry)
+    }
+}
+
+/// A plugin library loaded into the host.
+pub struct Loaded {
+    pub maker: ServiceMakerRef,
+    /// Set when the library describes itself differently from the record it was chosen by.
+    pub changed: Option<Changed>,
+}
+
+/// What a library that changed without its file times changing says about itself now.
+pub struct Changed {
+    pub record: PluginRecord,
+    /// Where its cache entry was rewritten, or why it could not be.
+    pub refreshed: Result<PathBuf, String>,
 }
 
 /// Where a candidate's description came from.
@@ -247,13 +293,8 @@ fn candidate_files(dir: &Path) -> Vec<(String, PathBuf, FileStat)> {
     files
 }
 
+/// `*.so`: host runs on Linux only (its process layer uses Linux calls such as
+/// `PR_SET_PDEATHSIG`), so macOS's `.dylib` is not looked for.
 fn is_library_name(path: &Path) -> bool {
-    let wanted: &[&str] = if cfg!(target_os = "macos") {
-        &["so", "dylib"]
-    } else {
-        &["so"]
-    };
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| wanted.contains(&e))
+    path.extension().is_some_and(|e| e == "so")
 }

@@ -17,7 +17,7 @@ mod record;
 mod search_path;
 
 pub use cache_file::Outcome;
-pub use discovery::{discover, Candidate, Discovery, Plugin, SearchedDir, Source};
+pub use discovery::{discover, Candidate, Changed, Discovery, Loaded, Plugin, SearchedDir, Source};
 pub use library::LoadError;
 pub use probe::{run_probe_child, Prober};
 pub use record::PluginRecord;

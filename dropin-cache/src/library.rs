@@ -4,6 +4,7 @@ use crate::option_check::check_options;
 use crate::record::PluginRecord;
 use abi_stable::library::{lib_header_from_path, AbiHeader, LibraryError};
 use abi_stable::std_types::RResult;
+use nix::sys::signal::Signal;
 use plugin_api::abi::{ServiceMakerRef, INTERFACE_VERSION};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -66,24 +67,19 @@ impl fmt::Display for LoadError {
     }
 }
 
-/// Loads the service maker of the library at `path`.
+/// Loads the library at `path` and asks it what it offers, checking its option specs.
 ///
 /// Uses `lib_header_from_path(..).init_root_module()` rather than `RootModule::load_from_file`,
 /// which caches one module per type and would hand back the first plugin for every later one.
-pub fn load_service_maker(path: &Path) -> Result<ServiceMakerRef, LoadError> {
-    open(path).map(|(maker, _)| maker)
-}
-
-/// Loads the library at `path` and asks it what it offers, checking its option specs.
-///
-/// This runs the library's load-time code; the host calls it only in a probe child process.
-pub fn describe(path: &Path) -> Result<PluginRecord, LoadError> {
+/// This runs the library's load-time code: the host calls it in a probe child process, and in
+/// itself only for the one plugin it runs.
+pub fn load_and_describe(path: &Path) -> Result<(ServiceMakerRef, PluginRecord), LoadError> {
     let (maker, interface_version) = open(path)?;
     match (maker.info())() {
         RResult::ROk(info) => {
             check_options(&info.options)
                 .map_err(|why| LoadError::Broken(format!("plugin '{}': {why}", info.tapname)))?;
-            Ok(PluginRecord::from_info(&info, &interface_version))
+            Ok((maker, PluginRecord::from_info(&info, &interface_version)))
         }
         RResult::RErr(e) => Err(LoadError::Broken(format!("describing itself failed: {e}"))),
     }
@@ -100,17 +96,7 @@ fn open(path: &Path) -> Result<(ServiceMakerRef, String), LoadError> {
 }
 
 fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGILL => "SIGILL",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGTRAP => "SIGTRAP",
-        _ => "signal",
-    }
+    Signal::try_from(signal).map_or("signal", Signal::as_str)
 }
 
 fn classify(error: LibraryError, plugin_version: &str) -> LoadError {

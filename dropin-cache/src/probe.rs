@@ -7,12 +7,14 @@
 //! it are retried in a new child.
 
 use crate::cache_file::Outcome;
-use crate::library::{describe, LoadError};
+use crate::library::{load_and_describe, LoadError};
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -47,7 +49,7 @@ pub fn run_probe_child(paths: &[PathBuf]) -> std::io::Result<()> {
     let mut reports = std::io::BufWriter::new(std::fs::File::from(take_stdout()?));
     for path in paths {
         send(&mut reports, &Report::Loading(path.clone()))?;
-        let outcome = describe(path);
+        let outcome = load_and_describe(path).map(|(_, record)| record);
         send(&mut reports, &Report::Described(path.clone(), outcome))?;
     }
     Ok(())
@@ -64,19 +66,9 @@ fn send(reports: &mut impl Write, report: &Report) -> std::io::Result<()> {
 /// A new descriptor for stdout, with fd 1 itself pointed at /dev/null.
 fn take_stdout() -> std::io::Result<OwnedFd> {
     let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
-    // SAFETY: dup and dup2 only duplicate descriptors this process owns; the duplicate is
-    // owned by the returned OwnedFd alone.
-    unsafe {
-        let saved = libc::dup(libc::STDOUT_FILENO);
-        if saved < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let saved = OwnedFd::from_raw_fd(saved);
-        if libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), libc::STDOUT_FILENO) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(saved)
-    }
+    let saved = nix::unistd::dup(std::io::stdout())?;
+    nix::unistd::dup2_stdout(&null)?;
+    Ok(saved)
 }
 
 impl Prober {
@@ -137,14 +129,11 @@ impl Prober {
             .stderr(Stdio::null());
         // If the host is killed (Ctrl-C while a library hangs in its constructor), the child
         // must not live on: the kernel kills it when the thread that spawned it ends.
-        // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+        #[allow(unsafe_code)]
+        // SAFETY: the closure runs between fork and exec, where only async-signal-safe calls
+        // are allowed: prctl is one, and it touches only the child being set up.
         unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            command.pre_exec(|| Ok(set_pdeathsig(Signal::SIGKILL)?));
         }
         let spawned = command.spawn();
         let mut child = match spawned {

@@ -4,7 +4,7 @@
 //! where to look for plugins), then the named plugin's options, with a `clap::Command` built from
 //! its option specs. twistd's option names are kept where they make sense.
 
-use crate::logging::LineFormat;
+use crate::logging::{LineFormat, MAX_KEEP};
 use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -102,8 +102,8 @@ pub fn command() -> Command {
                 .default_value("1000000"),
         )
         .arg(
-            value("log-keep", None, "N", "How many rotated log files to keep (host.log.1 … host.log.N)")
-                .value_parser(value_parser!(usize))
+            value("log-keep", None, "N", "How many rotated log files to keep (host.log.1 … host.log.N), at most 1000")
+                .value_parser(parse_keep)
                 .default_value("10"),
         )
         .arg(
@@ -227,6 +227,18 @@ fn parse_seconds(value: &str) -> Result<Duration, String> {
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("'{value}' is not a positive number of seconds"))
+}
+
+fn parse_keep(value: &str) -> Result<usize, String> {
+    let keep: usize = value
+        .parse()
+        .map_err(|_| format!("'{value}' is not a number of files"))?;
+    match keep <= MAX_KEEP {
+        true => Ok(keep),
+        false => Err(format!(
+            "{keep} is more than the {MAX_KEEP} rotated files host keeps"
+        )),
+    }
 }
 
 fn parse_umask(value: &str) -> Result<u32, String> {

@@ -10,13 +10,21 @@ use crate::plugin_host;
 use crate::process::{daemon, pid_file::PidFile, privileges, systemd};
 use crate::resource_limits;
 use crate::Exit;
-use dropin_cache::Plugin;
+use dropin_cache::{Changed, Plugin};
+use nix::sys::stat::{umask, Mode};
 use plugin_api::abi::OptionValue;
+use std::ffi::OsString;
 use std::path::Path;
+use std::time::Duration;
 use tracing::{error, info, warn};
 
+/// How long the log gets to write its last lines before the host exits.
+const FLUSH_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Runs `plugin` with the option `values` parsed from `args`.
 pub fn launch(
     plugin: Plugin<'_>,
+    args: &[OsString],
     values: Vec<OptionValue>,
     options: &GlobalOptions,
     exe: &Path,
@@ -33,22 +41,26 @@ pub fn launch(
     // A daemon's files are private unless the user says otherwise; set before the log file is
     // created.
     if let Some(mask) = process.umask.or((!process.nodaemon).then_some(0o077)) {
-        // SAFETY: umask only sets the process's file creation mask.
-        unsafe { libc::umask(mask as libc::mode_t) };
+        umask(Mode::from_bits_truncate(mask));
     }
     let (max_level, log) = logging::init(filter, format, &destination(&options.log, process))
         .map_err(Exit::failure)?;
-    let tapname = plugin.tapname();
     info!("Log opened.");
     info!(
-        "host {} ({}) starting up with plugin {tapname} ({}).",
+        "host {} ({}) starting up with plugin {} ({}).",
         env!("CARGO_PKG_VERSION"),
         exe.display(),
+        plugin.tapname(),
         plugin.path.display()
     );
-    let maker = plugin
+    let loaded = plugin
         .load()
         .map_err(|e| fatal(format!("{}: {e}", plugin.path.display())))?;
+    let (plugin, values) = match &loaded.changed {
+        None => (plugin, values),
+        Some(changed) => believe_the_library(plugin, changed, args)?,
+    };
+    let tapname = plugin.tapname();
     let (ended_tx, ended_rx) = tokio::sync::mpsc::unbounded_channel();
     let context = plugin_host::context(
         tapname,
@@ -56,7 +68,7 @@ pub fn launch(
         ended_tx,
         &plugin_host::Shared::default(),
     );
-    let service = (maker.make_service())(values.into(), context)
+    let service = (loaded.maker.make_service())(values.into(), context)
         .into_result()
         .map_err(|e| fatal(format!("{tapname}: {e}")))?;
 
@@ -64,6 +76,10 @@ pub fn launch(
         true => None,
         false => Some(daemon::daemonize().map_err(fatal)?),
     };
+    // Only now, in the process that runs the service: fork copies no thread.
+    if let Err(e) = log.start_writer() {
+        warn!("cannot start the log writer, logging from each thread instead: {e}");
+    }
     // From here on, a daemon's start-up errors reach the user through the status pipe.
     let outcome = match prepare_process(process) {
         Err(message) => {
@@ -75,7 +91,7 @@ pub fn launch(
                 shutdown_timeout: process.shutdown_timeout,
                 chroot: process.chroot.clone(),
                 identity,
-                log,
+                log: log.clone(),
             };
             let result = application::run(service, ended_rx, settings, || {
                 if let Some(status) = &mut status {
@@ -92,6 +108,7 @@ pub fn launch(
             result
         }
     };
+    log.flush(FLUSH_PATIENCE);
     outcome.map_err(|message| match status.as_mut().filter(|s| s.is_waiting()) {
         // The command that started the daemon prints it; the daemon's stderr is /dev/null.
         Some(status) => {
@@ -100,6 +117,32 @@ pub fn launch(
         }
         None => Exit::failure(message),
     })
+}
+
+/// A library whose file kept its stat tuple but not its contents (patched in place, then dated
+/// back) describes itself differently from the cache entry it was chosen by. What it says now
+/// wins: its options are parsed again with its own specs.
+fn believe_the_library<'a>(
+    plugin: Plugin<'a>,
+    changed: &'a Changed,
+    args: &[OsString],
+) -> Result<(Plugin<'a>, Vec<OptionValue>), Exit> {
+    let cache = match &changed.refreshed {
+        Ok(place) => format!("its entry in {} was refreshed", place.display()),
+        Err(why) => format!("its cache entry could not be refreshed: {why}"),
+    };
+    warn!(
+        "the library {} changed without its file times changing; using what it says now ({cache})",
+        plugin.path.display()
+    );
+    let live = Plugin {
+        path: plugin.path,
+        record: &changed.record,
+    };
+    let specs = live.options().map_err(fatal)?;
+    let values = crate::plugin_values(live, &specs, args)
+        .map_err(|e| fatal(format!("{}: {}", live.tapname(), crate::first_line(&e))))?;
+    Ok((live, values))
 }
 
 /// Logs a start-up failure and turns it into the host's exit.

@@ -15,7 +15,8 @@ mod process;
 mod resource_limits;
 mod usage;
 
-use dropin_cache::{discover, Discovery, LoadError, Prober, SearchPath};
+use dropin_cache::{discover, Discovery, LoadError, Plugin, Prober, SearchPath};
+use plugin_api::abi::{OptionSpec, OptionValue};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,9 +77,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Vec<OsString>) -> Result<(), Exit> {
-    let mut command = cli::command();
-    let matches = command
-        .try_get_matches_from_mut(args)
+    let matches = cli::command()
+        .try_get_matches_from(args)
         .unwrap_or_else(|e| e.exit());
     let mut options = cli::parse(&matches);
     let exe = std::env::current_exe()
@@ -101,7 +101,7 @@ fn run(args: Vec<OsString>) -> Result<(), Exit> {
     report_problems(&discovery);
 
     let Some((tapname, args)) = options.plugin.take().filter(|_| !options.help) else {
-        print!("{}", usage::render(command, &discovery));
+        print!("{}", usage::render(&discovery));
         // The process ends here; freeing every record one by one would be wasted work.
         std::mem::forget(discovery);
         return Ok(());
@@ -110,11 +110,27 @@ fn run(args: Vec<OsString>) -> Result<(), Exit> {
         .find(&tapname)
         .ok_or_else(|| unknown_plugin(&tapname, &discovery))?;
     let specs = plugin.options().map_err(Exit::failure)?;
-    let plugin_matches = plugin_options::command(plugin, &specs)
-        .try_get_matches_from(std::iter::once(OsString::from(&tapname)).chain(args))
-        .unwrap_or_else(|e| e.exit());
-    let values = plugin_options::values(&specs, &plugin_matches);
-    launch::launch(plugin, values, &options, &exe)
+    let values = plugin_values(plugin, &specs, &args).unwrap_or_else(|e| e.exit());
+    launch::launch(plugin, &args, values, &options, &exe)
+}
+
+/// The plugin's options parsed from `args`, as they cross to the plugin.
+fn plugin_values(
+    plugin: Plugin<'_>,
+    specs: &[OptionSpec],
+    args: &[OsString],
+) -> Result<Vec<OptionValue>, clap::Error> {
+    let matches = plugin_options::command(plugin, specs).try_get_matches_from(
+        std::iter::once(OsString::from(plugin.tapname())).chain(args.iter().cloned()),
+    )?;
+    Ok(plugin_options::values(specs, &matches))
+}
+
+/// The first line of a clap error, without its `error: ` prefix: for the log.
+fn first_line(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
 }
 
 /// Broken and shadowed plugins get one line each, as do cache problems; files that are not

@@ -24,6 +24,9 @@
 
 // abi_stable's `#[sabi_trait]` expansion implements foreign traits inside a const block.
 #![allow(non_local_definitions)]
+// abi_stable's derives and `#[sabi_trait]` generate the unsafe code that describes and checks
+// these layouts; nothing in this module is unsafe by hand.
+#![allow(unsafe_code)]
 
 use abi_stable::{
     declare_root_module_statics,

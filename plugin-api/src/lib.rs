@@ -8,8 +8,8 @@
 //! The crate has two parts that change at different speeds:
 //! - [`abi`]: the types that cross the library boundary, frozen for every 1.x release;
 //! - the kit ([`Service`], [`Tasks`] and its [`serve`](Tasks::serve) loop, [`MultiService`],
-//!   [`Endpoint`], [`ClientEndpoint`], [`Options`], [`export_service_maker!`]): what plugin
-//!   authors write against, free to grow.
+//!   [`Endpoint`], [`ClientEndpoint`], [`Options`], [`export_service_maker!`], [`files`]): what
+//!   plugin authors write against, free to grow.
 //!
 //! # A complete plugin
 //!
@@ -28,6 +28,7 @@ pub use kit::endpoint::{
     TlsConfig,
 };
 pub use kit::error::{Error, Result};
+pub use kit::files;
 pub use kit::multi::MultiService;
 pub use kit::options::{parse_duration, Options};
 pub use kit::serve::{ConnectionLimits, WhenFull};

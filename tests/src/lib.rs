@@ -321,8 +321,7 @@ impl Running {
     }
 
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill only sends a signal to the child we started.
-        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+        send_signal(self.pid(), signal).expect("the host is still there to signal");
     }
 
     /// Stops the host with SIGTERM and checks that it shut down cleanly (exit 0).
@@ -393,15 +392,9 @@ pub fn free_port() -> u16 {
 
 /// Raises this process's open-files limit so a test can hold thousands of sockets.
 pub fn raise_open_files(wanted: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        limit.rlim_cur = wanted.min(limit.rlim_max);
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, wanted.min(hard), hard);
     }
 }
 
@@ -435,4 +428,15 @@ pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
         String::from_utf8_lossy(&out.stderr)
     );
     (cert, key)
+}
+
+/// Sends `signal` (a `libc::SIG*` number) to the process `pid`.
+pub fn send_signal(pid: i32, signal: i32) -> nix::Result<()> {
+    let signal = nix::sys::signal::Signal::try_from(signal)?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+}
+
+/// Whether the tests run as root (some skip otherwise).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
 }

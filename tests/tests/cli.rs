@@ -66,6 +66,18 @@ fn plugin_help_shows_its_options_with_defaults() {
 }
 
 #[test]
+fn the_readme_shows_fastpoetry_help_as_it_is() {
+    let out = run_host(&["fastpoetry", "--help"]);
+    let readme = std::fs::read_to_string(host_e2e::workspace_root().join("README.md")).unwrap();
+    let sample = format!("```text\n$ host fastpoetry --help\n{}```", out.stdout);
+    assert!(
+        readme.contains(&sample),
+        "README.md's fastpoetry --help differs from the real output:\n{}",
+        out.stdout
+    );
+}
+
+#[test]
 fn unknown_plugin_suggests_the_nearest_and_says_where_it_looked() {
     let out = run_host(&["-n", "fastpoety"]);
     assert_eq!(out.code(), Some(2), "{out:?}");
@@ -139,7 +151,10 @@ fn an_unreadable_poem_is_one_line_and_exit_1_before_anything_listens() {
             missing.to_str().unwrap(),
             "No such file or directory (os error 2)",
         ),
-        (dir.path().to_str().unwrap(), "Is a directory (os error 21)"),
+        (
+            dir.path().to_str().unwrap(),
+            "it is a directory, not a regular file",
+        ),
     ] {
         let out = run_host(&[
             "-n",

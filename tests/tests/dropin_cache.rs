@@ -359,8 +359,7 @@ fn a_cache_listing_deleted_files_drops_them() {
 /// A `host` command run as an unprivileged user when the tests run as root (root can write
 /// anywhere), with `XDG_CACHE_HOME` set.
 fn unprivileged(args: &[&str], xdg_cache: &Path) -> Finished {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = host_e2e::is_root();
     let mut command = if root {
         let mut command = Command::new("setpriv");
         command.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
@@ -444,7 +443,8 @@ fn a_directory_named_dropin_cache_does_not_hurt() {
     assert_eq!(out.code(), Some(0), "{out:?}");
     assert!(out.stdout.contains("traced_a"), "{}", out.stdout);
     assert!(
-        out.stderr.contains("dropin.cache: Is a directory"),
+        out.stderr
+            .contains("dropin.cache: it is a directory, not a regular file"),
         "{}",
         out.stderr
     );

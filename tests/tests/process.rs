@@ -1,7 +1,7 @@
 //! Process life: daemon mode and its status pipe, the pid file, rotated and reopened log files,
 //! JSON and syslog logging, privilege dropping, signals, and systemd's protocols.
 
-use host_e2e::{fetch, host_command, poem, run, Finished, Running, TempDir, PATIENCE};
+use host_e2e::{fetch, host_command, is_root, poem, run, Finished, Running, TempDir, PATIENCE};
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::Path;
@@ -37,8 +37,7 @@ fn alive(pid: i32) -> bool {
 }
 
 fn signal(pid: i32, signal: i32) {
-    // SAFETY: kill only sends a signal.
-    unsafe { libc::kill(pid, signal) };
+    let _ = host_e2e::send_signal(pid, signal);
 }
 
 /// The port from the `starting on tcp:PORT` line of a log file.
@@ -86,12 +85,8 @@ fn a_daemon_starts_serves_and_stops_with_kill_like_twistd() {
         .map(|f| f.parse().unwrap())
         .collect();
     let (session, tty) = (fields[2], fields[3]);
-    // SAFETY: getsid(0) asks for this process's own session.
-    assert_ne!(
-        session,
-        i64::from(unsafe { libc::getsid(0) }),
-        "a new session"
-    );
+    let own_session = nix::unistd::getsid(None).unwrap().as_raw();
+    assert_ne!(session, i64::from(own_session), "a new session");
     assert_ne!(session, i64::from(pid), "not the session leader");
     assert_eq!(tty, 0, "no controlling terminal");
     for fd in 0..3 {
@@ -449,11 +444,6 @@ fn syslog_gets_the_log_with_the_prefix() {
     assert_eq!(host.stdout(), "", "nothing on stdout with --syslog");
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// A free port below 1024, which only root may bind.
 fn free_privileged_port() -> Option<u16> {
     (900..1000).find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
@@ -536,7 +526,6 @@ fn chroot_happens_after_binding_and_before_the_drop() {
 
 #[test]
 fn asking_for_another_user_without_root_is_a_clear_error() {
-    // SAFETY: geteuid has no preconditions.
     let (mut command, uid) = if is_root() {
         let mut command = Command::new("setpriv");
         command
@@ -545,7 +534,7 @@ fn asking_for_another_user_without_root_is_a_clear_error() {
         command.current_dir(std::env::temp_dir());
         (command, 65534)
     } else {
-        (host_command(&[]), unsafe { libc::geteuid() })
+        (host_command(&[]), nix::unistd::geteuid().as_raw())
     };
     let user_cache = TempDir::new("uid-cache");
     use std::os::unix::fs::PermissionsExt;
@@ -700,6 +689,7 @@ fn socket_activation_adopts_the_listening_socket_systemd_passes() {
         ])
         .env_remove("HOST_PLUGIN_PATH")
         .env_remove("RUST_LOG");
+    #[allow(unsafe_code)]
     // SAFETY: dup2 and fcntl are async-signal-safe; they run in the child between fork and
     // exec. The explicit fcntl matters when the listener already is descriptor 3: dup2 onto
     // itself would leave its close-on-exec flag set.

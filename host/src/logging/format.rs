@@ -1,4 +1,8 @@
 //! How one event becomes one line: twistd's text format, or one JSON object for log pipelines.
+//!
+//! Every field is escaped here, whoever logged it: plugin events pass through this formatter
+//! too. A client's bytes (an FTP `USER` name, a path) must not clear the terminal of whoever
+//! reads the log, nor forge a second line with an embedded newline.
 
 use serde_json::{Map, Value};
 use std::fmt::{self, Write as _};
@@ -91,9 +95,9 @@ struct Fields {
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
         match field.name() {
-            "system" => self.system = Some(value.to_string()),
-            "message" => self.message.push_str(value),
-            name => self.rest.push((name.to_string(), value.to_string())),
+            "system" => self.system = Some(escaped(value)),
+            "message" => push_escaped(&mut self.message, value),
+            name => self.rest.push((escaped(name), escaped(value))),
         }
     }
 
@@ -101,5 +105,48 @@ impl Visit for Fields {
         let mut text = String::new();
         let _ = write!(text, "{value:?}");
         self.record_str(field, &text);
+    }
+}
+
+fn escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    push_escaped(&mut out, text);
+    out
+}
+
+/// Appends `text` with every control character shown visibly: C0 (below 0x20) except tab as
+/// `\n`, `\r` or `\x1b`, DEL as `\x7f`, and C1 (U+0080 to U+009F, which some terminals obey
+/// as escape sequences too) as `\u{9b}`.
+fn push_escaped(out: &mut String, text: &str) {
+    let mut rest = text;
+    while let Some(at) = rest.find(is_control) {
+        out.push_str(&rest[..at]);
+        let control = rest[at..].chars().next().expect("found at a char boundary");
+        let _ = match control {
+            '\n' => write!(out, "\\n"),
+            '\r' => write!(out, "\\r"),
+            c if (c as u32) < 0x80 => write!(out, "\\x{:02x}", c as u32),
+            c => write!(out, "\\u{{{:x}}}", c as u32),
+        };
+        rest = &rest[at + control.len_utf8()..];
+    }
+    out.push_str(rest);
+}
+
+fn is_control(c: char) -> bool {
+    c.is_control() && c != '\t'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(escaped("plain text\tand a tab"), "plain text\tand a tab");
+        assert_eq!(
+            escaped("USER \u{1b}[2Jx\r\nforged [-] line\u{7f}\u{9b}\0é"),
+            "USER \\x1b[2Jx\\r\\nforged [-] line\\x7f\\u{9b}\\x00é"
+        );
     }
 }

@@ -10,6 +10,7 @@ mod sink;
 mod syslog;
 
 pub use format::LineFormat;
+pub use rotating_file::MAX_KEEP;
 pub use sink::{Destination, LogSink};
 
 use crate::cli::Verbosity;

@@ -1,8 +1,18 @@
-//! A log file rotated by size, like twistd's: `host.log`, then `host.log.1`, `host.log.2`, ….
+//! A log file rotated by size, like twistd's: `host.log`, then `host.log.1` (newest),
+//! `host.log.2`, … up to `--log-keep`.
+//!
+//! Every open, reopen and rotation goes through `plugin_api::files`: a symlink, FIFO or device
+//! at the log's path is refused, never written through or blocked on.
 
-use std::fs::{File, OpenOptions};
+use plugin_api::files;
+use std::ffi::OsString;
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+/// The most rotated files `--log-keep` may ask for. Rotation renames every rotated file that
+/// exists, so this bounds the work one rotation can take.
+pub const MAX_KEEP: usize = 1000;
 
 pub struct RotatingFile {
     path: PathBuf,
@@ -16,7 +26,7 @@ pub struct RotatingFile {
 
 impl RotatingFile {
     pub fn open(path: &Path, max_size: u64, keep: usize) -> io::Result<Self> {
-        let file = open_append(path)?;
+        let file = files::open_append(path)?;
         Ok(Self {
             path: path.to_path_buf(),
             size: file.metadata()?.len(),
@@ -51,36 +61,74 @@ impl RotatingFile {
         Ok(())
     }
 
-    /// Opens the file at the path again: after `logrotate` moved it away (SIGUSR1).
+    /// Opens the file at the path again: after `logrotate` moved it away (SIGUSR1). If that
+    /// fails, lines go on to the file already open.
     pub fn reopen(&mut self) -> io::Result<()> {
-        self.file = open_append(&self.path)?;
-        self.size = self.file.metadata()?.len();
+        self.open_again().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot reopen the log file {}: {e}", self.path.display()),
+            )
+        })
+    }
+
+    fn open_again(&mut self) -> io::Result<()> {
+        let file = files::open_append(&self.path)?;
+        self.size = file.metadata()?.len();
+        self.file = file;
         Ok(())
     }
 
+    /// Shifts the rotated files that exist up by one, dropping those past `keep`, then moves
+    /// the log to `.1`. The directory is read once, so the cost is that of the files there,
+    /// whatever `keep` is.
     fn rotate(&mut self) -> io::Result<()> {
-        let numbered = |n: usize| {
-            let mut name = self.path.clone().into_os_string();
-            name.push(format!(".{n}"));
-            PathBuf::from(name)
-        };
         if self.keep == 0 {
             std::fs::remove_file(&self.path)?;
-        } else {
-            for n in (1..self.keep).rev() {
-                match std::fs::rename(numbered(n), numbered(n + 1)) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
-            }
-            std::fs::rename(&self.path, numbered(1))?;
+            return self.open_again();
         }
-        self.reopen()
+        let mut rotated = self.rotated_files()?;
+        rotated.sort_unstable_by(|a, b| b.cmp(a));
+        for n in rotated {
+            if n >= self.keep {
+                std::fs::remove_file(self.numbered(n))?;
+            } else {
+                std::fs::rename(self.numbered(n), self.numbered(n + 1))?;
+            }
+        }
+        std::fs::rename(&self.path, self.numbered(1))?;
+        self.open_again()
     }
-}
 
-fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    /// The numbers N of the `PATH.N` files beside the log.
+    fn rotated_files(&self) -> io::Result<Vec<usize>> {
+        let dir = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let mut prefix = self.path.file_name().unwrap_or_default().to_os_string();
+        prefix.push(".");
+        let prefix = prefix.as_encoded_bytes();
+        let mut numbers = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let Some(number) = name.as_encoded_bytes().strip_prefix(prefix) else {
+                continue;
+            };
+            // Only the names rotation itself writes: `host.log.7`, not `host.log.07`.
+            let parsed = std::str::from_utf8(number)
+                .ok()
+                .and_then(|n| n.parse::<usize>().ok().filter(|p| p.to_string() == n));
+            numbers.extend(parsed.filter(|n| *n > 0));
+        }
+        Ok(numbers)
+    }
+
+    fn numbered(&self, n: usize) -> PathBuf {
+        let mut name = OsString::from(&self.path);
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
 }
 
 #[cfg(test)]
@@ -95,11 +143,16 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn rotates_by_size_and_keeps_the_newest_files() {
-        let dir = std::env::temp_dir().join(format!("host-rotate-{}", std::process::id()));
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("host-rotate-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn rotates_by_size_and_keeps_the_newest_files() {
+        let dir = scratch("keep");
         let path = dir.join("host.log");
         let mut log = RotatingFile::open(&path, 20, 2).unwrap();
         for n in 0..10 {
@@ -110,6 +163,31 @@ mod tests {
         assert_eq!(lines_in(&dir.join("host.log.1")), ["line 06", "line 07"]);
         assert_eq!(lines_in(&dir.join("host.log.2")), ["line 04", "line 05"]);
         assert!(!dir.join("host.log.3").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rotation_shifts_the_files_that_exist_and_leaves_other_names_alone() {
+        let dir = scratch("gaps");
+        let path = dir.join("host.log");
+        for name in [
+            "host.log.2",
+            "host.log.5",
+            "host.log.07",
+            "host.log.x",
+            "other.1",
+        ] {
+            std::fs::write(dir.join(name), name).unwrap();
+        }
+        let mut log = RotatingFile::open(&path, 10, 5).unwrap();
+        log.write_line(b"first line\n").unwrap();
+        log.write_line(b"second\n").unwrap();
+        assert_eq!(lines_in(&dir.join("host.log.1")), ["first line"]);
+        assert_eq!(lines_in(&dir.join("host.log.3")), ["host.log.2"]);
+        assert!(!dir.join("host.log.5").exists() && !dir.join("host.log.6").exists());
+        for untouched in ["host.log.07", "host.log.x", "other.1"] {
+            assert_eq!(lines_in(&dir.join(untouched)), [untouched]);
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

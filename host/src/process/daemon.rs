@@ -4,10 +4,11 @@
 //!
 //! Must run before any thread exists: `fork` copies only the calling thread.
 
-use super::os_error;
+use nix::fcntl::OFlag;
+use nix::sys::wait::waitpid;
+use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, pipe2, setsid, ForkResult, Pid};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
 
 /// The daemon's end of the status pipe.
 pub struct StatusPipe(Option<File>);
@@ -39,63 +40,57 @@ impl StatusPipe {
 /// Detaches from the terminal. Returns in the daemon; the calling process waits for the
 /// daemon's status and exits.
 pub fn daemonize() -> Result<StatusPipe, String> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills the two-element array with new descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("cannot create the status pipe: {}", os_error()));
-    }
-    // SAFETY: both descriptors were just created and are owned here alone.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: no other thread exists yet (see the module documentation).
-    match unsafe { libc::fork() } {
-        -1 => Err(format!("cannot fork: {}", os_error())),
-        0 => {
+    let (read, write) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create the status pipe: {e}"))?;
+    match fork_single_threaded()? {
+        ForkResult::Child => {
             drop(read);
             become_daemon()?;
             Ok(StatusPipe(Some(File::from(write))))
         }
-        child => {
+        ForkResult::Parent { child } => {
             drop(write);
             wait_for_daemon(File::from(read), child)
         }
     }
 }
 
+/// `fork`, which is sound only while this process has one thread (see the module doc).
+fn fork_single_threaded() -> Result<ForkResult, String> {
+    #[allow(unsafe_code)]
+    // SAFETY: no other thread exists yet: the log writer and the plugin's runtime start after
+    // the daemon is made, and discovery joins its probe threads before returning. The child
+    // may therefore call anything, not only async-signal-safe functions.
+    unsafe { fork() }.map_err(|e| format!("cannot fork: {e}"))
+}
+
 /// In the first child: a new session, then a second fork so the daemon can never acquire a
 /// controlling terminal, and stdio pointed at /dev/null.
 fn become_daemon() -> Result<(), String> {
-    // SAFETY: setsid and fork have no memory-safety preconditions; still a single thread.
-    unsafe {
-        if libc::setsid() == -1 {
-            return Err(format!("cannot start a new session: {}", os_error()));
-        }
-        match libc::fork() {
-            -1 => return Err(format!("cannot fork: {}", os_error())),
-            0 => {}
-            _ => libc::_exit(0),
-        }
+    setsid().map_err(|e| format!("cannot start a new session: {e}"))?;
+    if let ForkResult::Parent { .. } = fork_single_threaded()? {
+        // The first child's only job is done. It exits as the waiting command does: every log
+        // line is written whole when logged, so no buffered output is flushed twice.
+        std::process::exit(0);
     }
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")
         .map_err(|e| format!("cannot open /dev/null: {e}"))?;
-    for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO, libc::STDERR_FILENO] {
-        // SAFETY: dup2 onto the standard descriptors, which this process owns.
-        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) } == -1 {
-            return Err(format!("cannot redirect stdio: {}", os_error()));
-        }
-    }
-    Ok(())
+    dup2_stdin(&null)
+        .and_then(|()| dup2_stdout(&null))
+        .and_then(|()| dup2_stderr(&null))
+        .map_err(|e| format!("cannot redirect stdio: {e}"))
 }
 
 /// In the command the user typed: wait for the daemon's word, then exit with it.
-fn wait_for_daemon(mut status: File, child: libc::pid_t) -> ! {
+fn wait_for_daemon(status: File, child: Pid) -> ! {
     // Reap the first child, which exits as soon as it has forked the daemon.
-    // SAFETY: waitpid on our own child with a valid status pointer.
-    unsafe { libc::waitpid(child, &mut 0, 0) };
+    let _ = waitpid(child, None);
     let mut message = String::new();
-    let _ = status.read_to_string(&mut message);
+    // The daemon writes one short message; more is not one it wrote.
+    let _ = (&status).take(64 * 1024).read_to_string(&mut message);
     match message.strip_prefix("error:") {
         None if message == "ok" => std::process::exit(0),
         Some(error) => eprintln!("host: {error}"),

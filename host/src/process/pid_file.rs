@@ -1,45 +1,49 @@
 //! The pid file: written once the process is the daemon, locked while it runs (so a second host
 //! with the same pid file refuses to start, and a file left by a crash is known to be stale),
 //! removed on clean shutdown.
+//!
+//! Opened through `plugin_api::files`: a symlink at the path is refused rather than written
+//! through (as root, in a directory others can write, that would truncate any file), and so is
+//! anything but a regular file.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use plugin_api::files;
+use std::fs::File;
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The most a pid file is read: a pid and a newline, with room to spare.
+const PID_FILE_LIMIT: u64 = 32;
+
 pub struct PidFile {
     path: PathBuf,
-    file: File,
+    file: Flock<File>,
 }
 
 impl PidFile {
     /// Takes the pid file at `path`. `Ok` carries a warning when a stale file was replaced.
     pub fn acquire(path: &Path) -> Result<(Self, Option<String>), String> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
+        let file = files::open_read_write(path)
             .map_err(|e| format!("cannot open the pid file {}: {e}", path.display()))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let error = std::io::Error::last_os_error();
-            if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
+        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((file, Errno::EWOULDBLOCK)) => {
+                return Err(format!(
+                    "Another host is running (PID {}, pid file {})",
+                    holder_pid(&file),
+                    path.display()
+                ))
+            }
+            Err((_, error)) => {
                 return Err(format!(
                     "cannot lock the pid file {}: {error}",
                     path.display()
-                ));
+                ))
             }
-            return Err(format!(
-                "Another host is running (PID {}, pid file {})",
-                holder_pid(&mut file),
-                path.display()
-            ));
-        }
-        let previous = read_pid(&mut file);
-        let warning = previous.map(|pid| {
+        };
+        let warning = read_pid(&file).map(|pid| {
             format!(
                 "replacing the stale pid file {} (PID {pid} no longer holds it)",
                 path.display()
@@ -48,7 +52,7 @@ impl PidFile {
         let written = (|| {
             file.set_len(0)?;
             file.rewind()?;
-            writeln!(file, "{}", std::process::id())?;
+            writeln!(*file, "{}", std::process::id())?;
             file.sync_all()
         })();
         written.map_err(|e| format!("cannot write the pid file {}: {e}", path.display()))?;
@@ -70,17 +74,16 @@ impl PidFile {
     }
 }
 
-/// The pid in the file, if it holds one.
-fn read_pid(file: &mut File) -> Option<u32> {
-    let mut text = String::new();
+/// The pid in the file, if it holds one (and nothing much else).
+fn read_pid(mut file: &File) -> Option<u32> {
     file.rewind().ok()?;
-    file.read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
+    let bytes = files::read_at_most(file, PID_FILE_LIMIT).ok()?;
+    std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
 }
 
 /// The pid of the process holding the lock; it may not have written it yet if it started at the
 /// same instant, so wait a moment for it.
-fn holder_pid(file: &mut File) -> String {
+fn holder_pid(file: &File) -> String {
     for _ in 0..50 {
         if let Some(pid) = read_pid(file) {
             return pid.to_string();

@@ -1,14 +1,15 @@
 //! `--uid`, `--gid` and `--chroot`: giving up root after the ports are bound.
 
-use super::os_error;
-use std::ffi::{CStr, CString};
+use nix::unistd::{geteuid, getgid, getuid, initgroups, setgid, setgroups, setuid};
+use nix::unistd::{Gid, Group, Uid, User};
+use std::ffi::CString;
 use std::path::Path;
 
 /// The user and group to become.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    uid: libc::uid_t,
-    gid: libc::gid_t,
+    uid: Uid,
+    gid: Gid,
     /// The user's name, for its supplementary groups; `None` for a uid with no passwd entry.
     user: Option<CString>,
 }
@@ -18,9 +19,8 @@ pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Option<Identit
     if user.is_none() && group.is_none() {
         return Ok(None);
     }
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
+    let euid = geteuid();
+    if !euid.is_root() {
         let which = if user.is_some() { "--uid" } else { "--gid" };
         return Err(format!("{which} needs root, but host runs as uid {euid}"));
     }
@@ -28,14 +28,12 @@ pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Option<Identit
     let gid = match (group, &account) {
         (Some(group), _) => lookup_group(group)?,
         (None, Some((_, gid, _))) => *gid,
-        // SAFETY: getgid has no preconditions.
-        (None, None) => unsafe { libc::getgid() },
+        (None, None) => getgid(),
     };
     Ok(Some(match account {
         Some((uid, _, user)) => Identity { uid, gid, user },
-        // SAFETY: getuid has no preconditions.
         None => Identity {
-            uid: unsafe { libc::getuid() },
+            uid: getuid(),
             gid,
             user: None,
         },
@@ -43,45 +41,33 @@ pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Option<Identit
 }
 
 /// (uid, primary gid, name) for a user name or number.
-fn lookup_user(user: &str) -> Result<(libc::uid_t, libc::gid_t, Option<CString>), String> {
-    let name = CString::new(user).map_err(|_| format!("invalid user name '{user}'"))?;
-    // SAFETY: getpwnam/getpwuid return NULL or a pointer to static data, read at once here,
-    // before any other thread could call them.
-    unsafe {
-        let entry = match user.parse::<libc::uid_t>() {
-            Ok(uid) => {
-                let entry = libc::getpwuid(uid);
-                if entry.is_null() {
-                    return Ok((uid, uid, None));
-                }
-                entry
+fn lookup_user(user: &str) -> Result<(Uid, Gid, Option<CString>), String> {
+    let lookup_failed = |e| format!("cannot look up the user '{user}': {e}");
+    let entry = match user.parse::<u32>() {
+        Ok(number) => {
+            let uid = Uid::from_raw(number);
+            match User::from_uid(uid).map_err(lookup_failed)? {
+                Some(entry) => entry,
+                // A number with no passwd entry is still a uid to run as.
+                None => return Ok((uid, Gid::from_raw(number), None)),
             }
-            Err(_) => libc::getpwnam(name.as_ptr()),
-        };
-        if entry.is_null() {
-            return Err(format!("no user named '{user}'"));
         }
-        let entry = &*entry;
-        Ok((
-            entry.pw_uid,
-            entry.pw_gid,
-            Some(CStr::from_ptr(entry.pw_name).to_owned()),
-        ))
-    }
+        Err(_) => User::from_name(user)
+            .map_err(lookup_failed)?
+            .ok_or_else(|| format!("no user named '{user}'"))?,
+    };
+    let name = CString::new(entry.name).map_err(|_| format!("invalid user name '{user}'"))?;
+    Ok((entry.uid, entry.gid, Some(name)))
 }
 
-fn lookup_group(group: &str) -> Result<libc::gid_t, String> {
+fn lookup_group(group: &str) -> Result<Gid, String> {
     if let Ok(gid) = group.parse() {
-        return Ok(gid);
+        return Ok(Gid::from_raw(gid));
     }
-    let name = CString::new(group).map_err(|_| format!("invalid group name '{group}'"))?;
-    // SAFETY: getgrnam returns NULL or a pointer to static data, read at once.
-    let entry = unsafe { libc::getgrnam(name.as_ptr()) };
-    if entry.is_null() {
-        return Err(format!("no group named '{group}'"));
-    }
-    // SAFETY: non-null, checked above.
-    Ok(unsafe { (*entry).gr_gid })
+    Group::from_name(group)
+        .map_err(|e| format!("cannot look up the group '{group}': {e}"))?
+        .map(|entry| entry.gid)
+        .ok_or_else(|| format!("no group named '{group}'"))
 }
 
 /// Changes the root directory to `dir`.
@@ -95,34 +81,13 @@ impl Identity {
     /// Becomes this user and group, supplementary groups included. glibc applies each change to
     /// every thread of the process, plugin runtime threads included.
     pub fn assume(&self) -> Result<(), String> {
-        // SAFETY: plain system calls with valid arguments; `user` is NUL-terminated.
-        unsafe {
-            let groups_set = match &self.user {
-                Some(user) => libc::initgroups(user.as_ptr(), self.gid),
-                None => libc::setgroups(1, &self.gid),
-            };
-            if groups_set != 0 {
-                return Err(format!(
-                    "cannot set the supplementary groups: {}",
-                    os_error()
-                ));
-            }
-            if libc::setgid(self.gid) != 0 {
-                return Err(format!(
-                    "cannot switch to group {}: {}",
-                    self.gid,
-                    os_error()
-                ));
-            }
-            if libc::setuid(self.uid) != 0 {
-                return Err(format!(
-                    "cannot switch to user {}: {}",
-                    self.uid,
-                    os_error()
-                ));
-            }
+        match &self.user {
+            Some(user) => initgroups(user, self.gid),
+            None => setgroups(&[self.gid]),
         }
-        Ok(())
+        .map_err(|e| format!("cannot set the supplementary groups: {e}"))?;
+        setgid(self.gid).map_err(|e| format!("cannot switch to group {}: {e}", self.gid))?;
+        setuid(self.uid).map_err(|e| format!("cannot switch to user {}: {e}", self.uid))
     }
 
     /// `uid N (name), gid M` for the log.

@@ -286,6 +286,9 @@ macro_rules! export_service_maker {
 
             // What abi_stable's `#[export_root_module]` generates, written out so that plugins
             // need no direct abi_stable dependency; `export_symbol_name` tests the name.
+            // SAFETY: the header is built for the ServiceMakerRef this library exports, with
+            // layout checking on, which is what `from_constructor` requires of its caller.
+            #[allow(unsafe_code)]
             #[export_name = "_1as_0lib_1header_0root_bmodule_bloader"]
             static __HOST_PLUGIN_HEADER: __abi::library::LibHeader = unsafe {
                 __abi::library::LibHeader::from_constructor::<$crate::abi::ServiceMakerRef>(

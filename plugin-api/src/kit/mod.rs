@@ -4,6 +4,7 @@
 pub mod endpoint;
 pub mod error;
 pub mod export;
+pub mod files;
 mod log_bridge;
 pub mod multi;
 pub mod option_spec;

@@ -8,8 +8,8 @@
 use bytes::Bytes;
 use plugin_api::tokio::io::AsyncWriteExt;
 use plugin_api::{
-    export_service_maker, ConnectionLimits, Endpoint, Listener, OptionKind, OptionSpec, Options,
-    Result, Service, Tasks,
+    export_service_maker, files, ConnectionLimits, Endpoint, Listener, OptionKind, OptionSpec,
+    Options, Result, Service, Tasks,
 };
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -30,6 +30,12 @@ fn options() -> Vec<OptionSpec> {
             "The file containing the poem [default: the bundled 'The Ecstasy' by John Donne]",
         ),
         OptionSpec::param(
+            "max-size",
+            OptionKind::INTEGER,
+            "The largest poem file read, in bytes; a larger one is refused",
+        )
+        .default(&DEFAULT_MAX_SIZE.to_string()),
+        OptionSpec::param(
             "listen",
             OptionKind::ENDPOINT,
             "Listen on this endpoint instead of --port/--iface (repeatable): tcp:PORT[:interface=ADDR][:backlog=N], ssl:PORT:privateKey=KEY.pem[:certKey=CERT.pem], unix:PATH[:mode=0660] or systemd:domain=INET:index=N",
@@ -39,20 +45,33 @@ fn options() -> Vec<OptionSpec> {
     ]
 }
 
+/// `--max-size`'s default: 64 MiB, far beyond any poem, far below what would hurt the host.
+const DEFAULT_MAX_SIZE: u64 = 64 << 20;
+
 /// Where the poem comes from: read again on SIGHUP.
 enum PoemSource {
     Bundled,
-    /// An absolute path: the host may change directory before a reload.
-    File(PathBuf),
+    /// An absolute path (the host may change directory before a reload) and the size limit.
+    File(PathBuf, u64),
 }
 
 impl PoemSource {
+    /// Reads the poem through the kit's file policy: a FIFO, a device or a file past the limit
+    /// is a one-line error at once, on start-up and on SIGHUP alike.
     fn load(&self) -> Result<Bytes> {
         match self {
             Self::Bundled => Ok(Bytes::from_static(BUNDLED_POEM)),
-            Self::File(path) => std::fs::read(path)
-                .map(Bytes::from)
-                .map_err(|e| format!("cannot read the poem {}: {e}", path.display()).into()),
+            Self::File(path, limit) => {
+                files::read_regular(path, *limit)
+                    .map(Bytes::from)
+                    .map_err(|e| {
+                        let hint = match e.kind() {
+                            std::io::ErrorKind::FileTooLarge => " (--max-size)",
+                            _ => "",
+                        };
+                        format!("cannot read the poem {}: {e}{hint}", path.display()).into()
+                    })
+            }
         }
     }
 }
@@ -73,6 +92,9 @@ fn make_service(options: &Options) -> Result<PoetryService> {
         Some(path) => PoemSource::File(
             std::path::absolute(&path)
                 .map_err(|e| format!("cannot read the poem {}: {e}", path.display()))?,
+            options
+                .parse::<u64>("max-size")?
+                .unwrap_or(DEFAULT_MAX_SIZE),
         ),
         None => PoemSource::Bundled,
     };

@@ -7,6 +7,7 @@
 
 use crate::login_guard::LoginGuard;
 use async_trait::async_trait;
+use plugin_api::files;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -72,8 +73,14 @@ impl Accounts {
     ) -> Result<Self, String> {
         let mut users = HashMap::new();
         if let Some(file) = password_file {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| format!("cannot read the password file {}: {e}", file.display()))?;
+            let cannot_read = |e| format!("cannot read the password file {}: {e}", file.display());
+            let bytes = files::read_regular(file, crate::CONFIG_FILE_LIMIT).map_err(cannot_read)?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                cannot_read(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "it is not UTF-8 text",
+                ))
+            })?;
             for (number, line) in text.lines().enumerate() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {

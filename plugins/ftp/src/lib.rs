@@ -21,8 +21,8 @@ use accounts::Accounts;
 use login_guard::LoginGuard;
 use plugin_api::tracing::info;
 use plugin_api::{
-    export_service_maker, ConnectionLimits, Endpoint, Listener, OptionKind, OptionSpec, Options,
-    Result, Service, Tasks,
+    export_service_maker, files, ConnectionLimits, Endpoint, Listener, OptionKind, OptionSpec,
+    Options, Result, Service, Tasks,
 };
 use sessions::SessionSettings;
 use std::path::PathBuf;
@@ -78,14 +78,17 @@ fn positive(options: &Options, long: &str) -> Result<u64> {
     }
 }
 
-/// An existing file given with `long`.
+/// The largest password, certificate or key file read: real ones are a few KiB.
+pub const CONFIG_FILE_LIMIT: u64 = files::MIB;
+
+/// A readable regular file of at most [`CONFIG_FILE_LIMIT`] given with `long`, checked by
+/// reading it through the kit's file policy (a FIFO or device is refused, never blocked on).
 fn existing_file(options: &Options, long: &str) -> Result<Option<PathBuf>> {
     let Some(path) = options.path(long) else {
         return Ok(None);
     };
-    match std::fs::metadata(&path) {
-        Ok(meta) if meta.is_file() => Ok(Some(std::path::absolute(&path)?)),
-        Ok(_) => Err(format!("--{long} {} is not a file", path.display()).into()),
+    match files::read_regular(&path, CONFIG_FILE_LIMIT) {
+        Ok(_) => Ok(Some(std::path::absolute(&path)?)),
         Err(e) => Err(format!("--{long} {}: {e}", path.display()).into()),
     }
 }

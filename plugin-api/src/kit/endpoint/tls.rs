@@ -2,6 +2,7 @@
 //! `AUTH TLS`): rustls, with the ring provider (it builds with a C compiler alone).
 
 use super::stream::Stream;
+use crate::files;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::io;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// The largest certificate chain or key file read: a PEM chain is a few kilobytes.
-const MAX_PEM_BYTES: u64 = 1 << 20;
+const MAX_PEM_BYTES: u64 = files::MIB;
 
 /// How long a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
