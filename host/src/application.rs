@@ -1,16 +1,17 @@
-//! Running one service to the end, like twistd's Application: bind, give up privileges, start,
-//! wait for a signal or for the service to end by itself, then stop it within the deadline.
+//! Running the services to the end, like twistd's Application: bind every service, give up
+//! privileges, start them in order, wait for a signal or for a service to end, then stop them
+//! in reverse within the deadline.
 //!
-//! The thread that receives signals never touches a file or waits on the plugin: SIGHUP's
-//! reload runs on a blocking thread ([`Reloads`]), SIGUSR1's reopen on the log's writer thread.
-//! So SIGTERM always starts the shutdown at once, and a second SIGTERM or SIGINT always exits.
+//! The thread that receives signals never touches a file or waits on a plugin: SIGHUP's work
+//! (a reload, or reading the application file again) runs on a blocking thread ([`Hangups`]),
+//! SIGUSR1's reopen on the log's writer thread. So SIGTERM always starts the shutdown at once,
+//! and a second SIGTERM or SIGINT always exits.
 
+use crate::app::{Declared, OnFailure};
+use crate::instances::{lock, Ended, Instance, Maker};
 use crate::logging::LogSink;
-use crate::plugin_host::ServiceEnded;
 use crate::process::privileges::{self, Identity};
 use crate::process::systemd;
-use abi_stable::std_types::RResult;
-use plugin_api::abi::{ServiceBox, RELOAD};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -20,17 +21,19 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-/// How long a reload may run before the log says that it is still running.
-const RELOAD_PATIENCE: Duration = Duration::from_secs(3);
+mod reread;
 
-/// How long the plugin's `stop` may overrun `--shutdown-timeout` (it is given that as its own
+/// How long SIGHUP's work may run before the log says that it is still running.
+const HANGUP_PATIENCE: Duration = Duration::from_secs(3);
+
+/// How long a plugin's `stop` may overrun `--shutdown-timeout` (it is given that as its own
 /// deadline) before the host stops waiting for it.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// How long the log gets to write its last lines when the host exits at once.
 const FLUSH_PATIENCE: Duration = Duration::from_secs(2);
 
-/// How to run the service, from the global options.
+/// How to run the services, from the global options.
 pub struct Settings {
     pub shutdown_timeout: Duration,
     pub chroot: Option<PathBuf>,
@@ -38,51 +41,74 @@ pub struct Settings {
     pub log: LogSink,
 }
 
-/// The service, shared by the main loop and the thread running a reload.
-type SharedService = Arc<Mutex<ServiceBox>>;
+impl Settings {
+    /// How long stopping may take, the plugins' own deadline and the grace beyond it.
+    fn stop_patience(&self) -> Duration {
+        self.shutdown_timeout + STOP_GRACE
+    }
+}
 
-fn lock(service: &SharedService) -> MutexGuard<'_, ServiceBox> {
-    service
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The running services, in declaration order, shared by the main loop and SIGHUP's thread.
+#[derive(Clone)]
+struct Running(Arc<Mutex<Vec<Instance>>>);
+
+impl Running {
+    fn list(&self) -> MutexGuard<'_, Vec<Instance>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// Why the main loop ended.
 enum Ending {
     Signal(&'static str),
-    ServiceEnded(ServiceEnded),
+    /// A service with `on-failure = "stop-host"` ended: its name, and its error if it failed.
+    Ended(String, Option<String>),
+    /// Every service ended (each with `on-failure = "log"`); whether any failed.
+    NothingLeft {
+        failed: bool,
+    },
 }
 
 /// What woke the main loop.
 enum Event {
     Signal(Received),
-    ServiceEnded(ServiceEnded),
-    ReloadProgress,
+    Ended(Ended),
+    HangupProgress,
 }
 
-/// Starts `service` and runs it until SIGINT/SIGTERM or until it ends by itself; `started` is
-/// called once the service is up.
+/// Starts `instances` and runs them until SIGINT/SIGTERM or until one ends that takes the host
+/// with it; `started` is called once every service is up. SIGHUP reloads the services, or, when
+/// they were `declared` in an application file, reads it again and applies what changed.
 ///
-/// `Err` carries the one-line reason the run failed: the service could not start, it failed
-/// while running, or it could not be stopped in time.
+/// `Err` carries the one-line reason the run failed: a service could not start (those already
+/// started are stopped again), one failed while running, or they could not be stopped in time.
 pub fn run(
-    service: ServiceBox,
-    ended: UnboundedReceiver<ServiceEnded>,
+    instances: Vec<Instance>,
+    ended: UnboundedReceiver<Ended>,
     settings: Settings,
+    maker: Maker,
+    declared: Option<Declared>,
     started: impl FnOnce(),
 ) -> Result<(), String> {
-    // A current-thread runtime only for signals: the service runs on the plugin's own runtime.
+    // A current-thread runtime only for signals: the services run on the plugins' runtimes.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the main loop: {e}"))?;
-    let outcome = run_on(
-        &runtime,
-        Arc::new(Mutex::new(service)),
-        ended,
-        &settings,
-        started,
-    );
+    let running = Running(Arc::new(Mutex::new(instances)));
+    let hangups = Hangups {
+        work: Arc::new(HangupWork {
+            running: running.clone(),
+            maker,
+            declared,
+            stop_timeout: settings.shutdown_timeout,
+        }),
+        running: None,
+        again: false,
+    };
+    let outcome = run_on(&runtime, running, hangups, ended, &settings, started);
     // Never wait here for a blocking thread that a plugin holds (a reload that never returns).
     runtime.shutdown_background();
     outcome
@@ -90,46 +116,59 @@ pub fn run(
 
 fn run_on(
     runtime: &tokio::runtime::Runtime,
-    service: SharedService,
-    mut ended: UnboundedReceiver<ServiceEnded>,
+    running: Running,
+    mut hangups: Hangups,
+    mut ended: UnboundedReceiver<Ended>,
     settings: &Settings,
     started: impl FnOnce(),
 ) -> Result<(), String> {
-    let name = lock(&service).name().into_string();
     let mut signals = runtime
         .block_on(async { Signals::new() })
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-
-    // Bound first: a guard in an `if let` scrutinee would live through the body's `lock`.
-    let start_result = start(&mut lock(&service), settings);
-    if let Err(e) = start_result {
-        // Release whatever the service had bound or spawned before it failed.
-        let _ = lock(&service).stop(0);
-        let message = format!("{name} failed to start: {e}");
+    // Bound first: a guard in an `if let` scrutinee would live through its body.
+    let start_result = start_all(&running.list(), settings);
+    if let Err(message) = start_result {
         error!("{message}");
         return Err(message);
     }
     started();
 
-    let mut reloads = Reloads {
-        service: service.clone(),
-        name: name.clone(),
-        running: None,
-        again: false,
-    };
+    let mut failed = false;
     let ending = runtime.block_on(async {
         loop {
             let event = tokio::select! {
                 received = signals.next() => Event::Signal(received),
-                outcome = ended.recv() => Event::ServiceEnded(outcome.flatten()),
-                () = reloads.progress() => Event::ReloadProgress,
+                Some(end) = ended.recv() => Event::Ended(end),
+                () = hangups.progress() => Event::HangupProgress,
             };
             match event {
                 Event::Signal(Received::Shutdown(signal)) => break Ending::Signal(signal),
-                Event::Signal(Received::Hangup) => reloads.request(),
+                Event::Signal(Received::Hangup) => hangups.request(),
                 Event::Signal(Received::Reopen) => settings.log.request_reopen(),
-                Event::ServiceEnded(outcome) => break Ending::ServiceEnded(outcome),
-                Event::ReloadProgress => {}
+                Event::HangupProgress => {}
+                Event::Ended((id, outcome)) => {
+                    let mut list = running.list();
+                    // An instance already replaced or stopped: its end is no news.
+                    let Some(index) = list.iter().position(|i| i.id == id) else {
+                        continue;
+                    };
+                    let name = list[index].name().to_string();
+                    if list[index].spec.on_failure == OnFailure::StopHost {
+                        break Ending::Ended(name, outcome);
+                    }
+                    match &outcome {
+                        Some(e) => error!("{name} failed: {e}; the other services go on (on-failure = \"log\")."),
+                        None => info!("{name} ended by itself; the other services go on (on-failure = \"log\")."),
+                    }
+                    failed |= outcome.is_some();
+                    let instance = list.remove(index);
+                    // Whatever it still holds is released off this thread.
+                    let deadline = settings.shutdown_timeout;
+                    tokio::task::spawn_blocking(move || stop(&instance, deadline));
+                    if list.is_empty() {
+                        break Ending::NothingLeft { failed };
+                    }
+                }
             }
         }
     });
@@ -141,23 +180,24 @@ fn run_on(
             info!("Received {signal}, shutting down.");
             None
         }
-        Ending::ServiceEnded(None) => {
+        Ending::Ended(name, None) => {
             info!("{name} ended by itself, shutting down.");
             None
         }
-        Ending::ServiceEnded(Some(e)) => {
+        Ending::Ended(name, Some(e)) => {
             error!("{name} failed: {e}");
             Some(format!("{name} failed: {e}"))
         }
+        Ending::NothingLeft { failed } => {
+            info!("No service is left running, shutting down.");
+            failed.then(|| "every service ended, at least one with an error".to_string())
+        }
     };
 
-    let deadline_ms = settings.shutdown_timeout.as_millis() as u64;
-    let patience = settings.shutdown_timeout + STOP_GRACE;
+    let patience = settings.stop_patience();
     let stopping = runtime.block_on(async {
-        // Waits for a running reload first: the service is one object.
-        let stop = tokio::task::spawn_blocking(move || lock(&service).stop(deadline_ms));
         tokio::select! {
-            stopped = tokio::time::timeout(patience, stop) => Ok(stopped),
+            stopped = tokio::time::timeout(patience, stop_everything(&mut hangups, &running, settings.shutdown_timeout)) => Ok(stopped),
             signal = signals.shutdown() => Err(signal),
         }
     });
@@ -167,25 +207,43 @@ fn run_on(
             exit_now(&settings.log)
         }
         Ok(Err(_)) => {
-            let message = match reloads.is_running() {
-                true => format!("{name} could not stop: its reload was still running after {patience:?}; exiting"),
-                false => format!("{name} did not stop within {patience:?}; exiting"),
+            let message = match hangups.is_running() {
+                true => format!(
+                    "could not stop: {} was still running after {patience:?}; exiting",
+                    hangups.work.what()
+                ),
+                false => format!("the services did not stop within {patience:?}; exiting"),
             };
             error!("{message}");
             return Err(message);
         }
-        Ok(Ok(stopped)) => {
-            let stopped = stopped
-                .map_err(|e| e.to_string().into())
-                .and_then(RResult::into_result);
-            if let Err(e) = stopped {
-                warn!("{name} did not stop cleanly: {e}");
-            }
-        }
+        Ok(Ok(())) => {}
     }
     info!("Main loop terminated.");
     info!("Server Shut Down.");
     failure.map_or(Ok(()), Err)
+}
+
+/// Waits for SIGHUP's work, then stops every service: asked in reverse order, each on a thread
+/// of its own so that all drain their connections at once, within `deadline`.
+async fn stop_everything(hangups: &mut Hangups, running: &Running, deadline: Duration) {
+    hangups.finish().await;
+    let instances: Vec<Instance> = running.list().drain(..).rev().collect();
+    let stops: Vec<JoinHandle<()>> = instances
+        .into_iter()
+        .map(|instance| tokio::task::spawn_blocking(move || stop(&instance, deadline)))
+        .collect();
+    for stopped in stops {
+        let _ = stopped.await;
+    }
+}
+
+/// Stops one service, giving in-flight work `deadline`.
+fn stop(instance: &Instance, deadline: Duration) {
+    let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+    if let Err(e) = lock(&instance.service).stop(deadline_ms).into_result() {
+        warn!("{} did not stop cleanly: {e}", instance.name());
+    }
 }
 
 /// Exits with status 1 now, after giving the log a moment to write what it holds.
@@ -194,44 +252,121 @@ fn exit_now(log: &LogSink) -> ! {
     std::process::exit(1)
 }
 
-/// SIGHUP's reloads, one at a time, each on a blocking thread so the signal loop never waits
-/// for one. A SIGHUP during a reload is coalesced: one more reload follows it.
-struct Reloads {
-    service: SharedService,
-    name: String,
-    running: Option<RunningReload>,
-    /// Whether a SIGHUP arrived during the running reload.
+/// Binds every service, then gives up privileges, then starts them in order: so a service may
+/// listen on port 80 and still never serve a client as root. If any step fails, what was
+/// started is stopped again, in reverse, and the error names the service.
+fn start_all(instances: &[Instance], settings: &Settings) -> Result<(), String> {
+    for (index, instance) in instances.iter().enumerate() {
+        let bound = lock(&instance.service).privileged_start().into_result();
+        if let Err(e) = bound {
+            stop_now(&instances[..=index]);
+            return Err(format!("{} failed to start: {e}", instance.name()));
+        }
+    }
+    if let Err(e) = give_up_privileges(settings) {
+        stop_now(instances);
+        return Err(e);
+    }
+    for instance in instances {
+        let started = lock(&instance.service).start().into_result();
+        if let Err(e) = started {
+            stop_now(instances);
+            return Err(format!("{} failed to start: {e}", instance.name()));
+        }
+    }
+    Ok(())
+}
+
+fn give_up_privileges(settings: &Settings) -> Result<(), String> {
+    if let Some(dir) = &settings.chroot {
+        privileges::chroot(dir)?;
+        info!("Changed root to {}.", dir.display());
+    }
+    if let Some(identity) = &settings.identity {
+        identity.assume()?;
+        info!("Switched to {}.", identity.describe());
+    }
+    Ok(())
+}
+
+/// Stops `instances` at once, in reverse: releasing what a failed start left behind.
+fn stop_now(instances: &[Instance]) {
+    for instance in instances.iter().rev() {
+        stop(instance, Duration::ZERO);
+    }
+}
+
+/// What SIGHUP does, on a blocking thread.
+struct HangupWork {
+    running: Running,
+    maker: Maker,
+    declared: Option<Declared>,
+    stop_timeout: Duration,
+}
+
+impl HangupWork {
+    /// What the work is, for the log: "a reload of fastpoetry", "a re-read of app.toml".
+    fn what(&self) -> String {
+        match &self.declared {
+            Some(declared) => format!("a re-read of {}", declared.path.display()),
+            None => match self.running.list().as_slice() {
+                [only] => format!("a reload of {}", only.name()),
+                _ => "a reload of the services".to_string(),
+            },
+        }
+    }
+
+    fn run(&self) {
+        match &self.declared {
+            Some(declared) => {
+                reread::apply(declared, &self.running, &self.maker, self.stop_timeout)
+            }
+            None => {
+                let instances: Vec<Instance> = self.running.list().clone();
+                for instance in &instances {
+                    instance.reload();
+                }
+            }
+        }
+    }
+}
+
+/// SIGHUP's work, one at a time, each on a blocking thread so the signal loop never waits for
+/// it. A SIGHUP while it runs is coalesced: the work runs once more after it.
+struct Hangups {
+    work: Arc<HangupWork>,
+    running: Option<RunningHangup>,
+    /// Whether a SIGHUP arrived while the work was running.
     again: bool,
 }
 
-struct RunningReload {
+struct RunningHangup {
     handle: JoinHandle<()>,
-    /// When the log says the reload is still running; `None` once it has said so.
+    /// When the log says the work is still running; `None` once it has said so.
     warn_at: Option<Instant>,
 }
 
-impl Reloads {
+impl Hangups {
     fn request(&mut self) {
         if self.running.is_none() {
             self.spawn();
         } else if !std::mem::replace(&mut self.again, true) {
             info!(
-                "Received SIGHUP during a reload of {}; it reloads again once that one ends.",
-                self.name
+                "Received SIGHUP during {}; it runs again once that one ends.",
+                self.work.what()
             );
         }
     }
 
     fn spawn(&mut self) {
-        let service = self.service.clone();
-        let name = self.name.clone();
-        self.running = Some(RunningReload {
-            handle: tokio::task::spawn_blocking(move || reload(&mut lock(&service), &name)),
-            warn_at: Some(Instant::now() + RELOAD_PATIENCE),
+        let work = self.work.clone();
+        self.running = Some(RunningHangup {
+            handle: tokio::task::spawn_blocking(move || work.run()),
+            warn_at: Some(Instant::now() + HANGUP_PATIENCE),
         });
     }
 
-    /// Completes when the running reload ends or has run too long; never when none runs.
+    /// Completes when the running work ends or has run too long; never when none runs.
     async fn progress(&mut self) {
         let Some(running) = &mut self.running else {
             return std::future::pending().await;
@@ -241,7 +376,7 @@ impl Reloads {
                 _ = &mut running.handle => {}
                 () = tokio::time::sleep_until(warn_at) => {
                     running.warn_at = None;
-                    warn!("The reload of {} is still running after {RELOAD_PATIENCE:?}.", self.name);
+                    warn!("{} is still running after {HANGUP_PATIENCE:?}.", capitalized(&self.work.what()));
                     return;
                 }
             }
@@ -254,6 +389,15 @@ impl Reloads {
         }
     }
 
+    /// Waits for the running work, if any, and runs no more.
+    async fn finish(&mut self) {
+        self.again = false;
+        if let Some(running) = &mut self.running {
+            let _ = (&mut running.handle).await;
+            self.running = None;
+        }
+    }
+
     fn is_running(&self) -> bool {
         self.running
             .as_ref()
@@ -261,35 +405,12 @@ impl Reloads {
     }
 }
 
-/// SIGHUP: asks the service to reload, if it offers the `reload/1` extension.
-fn reload(service: &mut ServiceBox, name: &str) {
-    match service
-        .call_extension(RELOAD.into(), "".into())
-        .into_option()
-        .map(RResult::into_result)
-    {
-        Some(Ok(_)) => info!("Received SIGHUP, reloaded {name}."),
-        Some(Err(e)) => error!("Received SIGHUP, but {name} could not reload: {e}"),
-        None => info!("Received SIGHUP, ignored ({name} cannot reload)."),
-    }
-}
-
-/// Binds, then gives up privileges, then starts: the order that lets a service listen on port
-/// 80 and still never serve a client as root.
-fn start(service: &mut ServiceBox, settings: &Settings) -> Result<(), String> {
-    service
-        .privileged_start()
-        .into_result()
-        .map_err(|e| e.into_string())?;
-    if let Some(dir) = &settings.chroot {
-        privileges::chroot(dir)?;
-        info!("Changed root to {}.", dir.display());
-    }
-    if let Some(identity) = &settings.identity {
-        identity.assume()?;
-        info!("Switched to {}.", identity.describe());
-    }
-    service.start().into_result().map_err(|e| e.into_string())
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 /// The signals the main loop answers.

@@ -5,6 +5,7 @@
 //! its option specs. twistd's option names are kept where they make sense.
 
 use crate::logging::{LineFormat, MAX_KEEP};
+use clap::parser::ValueSource;
 use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -13,6 +14,8 @@ use std::time::Duration;
 /// The global options, parsed.
 pub struct GlobalOptions {
     pub help: bool,
+    /// Check the application file instead of running it.
+    pub check: bool,
     pub plugin_dirs: Vec<PathBuf>,
     pub plugins_report: bool,
     pub probe_timeout: Duration,
@@ -60,11 +63,20 @@ pub fn command() -> Command {
         // Plain text: no escape codes to write and then strip when the output is not a terminal.
         .styles(clap::builder::Styles::plain())
         .about("Runs network services from plugin libraries, like Twisted's twistd.")
-        .override_usage("host [OPTIONS] PLUGIN [PLUGIN OPTIONS]\n       host PLUGIN --help")
+        .override_usage("host [OPTIONS] PLUGIN [PLUGIN OPTIONS]\n       host [OPTIONS] --config FILE [PLUGIN [PLUGIN OPTIONS]]\n       host PLUGIN --help")
         .disable_help_flag(true)
         .allow_external_subcommands(true)
         .external_subcommand_value_parser(value_parser!(OsString))
         .arg(flag("help", Some('h'), "Print this help, with every plugin found"))
+        .next_help_heading("Application")
+        .arg(
+            value("config", Some('y'), "FILE", "Run the services FILE declares (TOML, see the README), and PLUGIN too if one is named")
+                .value_parser(value_parser!(PathBuf)),
+        )
+        .arg(
+            flag("check", None, "Check --config FILE and every service's options, loading no plugin and binding nothing; exit 2 if anything is wrong")
+                .requires("config"),
+        )
         .next_help_heading("Process")
         .arg(flag("nodaemon", Some('n'), "Run in the foreground, logging to stdout"))
         .arg(
@@ -166,57 +178,98 @@ fn value(
     }
 }
 
-pub fn parse(matches: &ArgMatches) -> GlobalOptions {
-    let string = |id: &str| matches.get_one::<String>(id).cloned();
-    let path = |id: &str| matches.get_one::<PathBuf>(id).cloned();
-    let defaulted = |id: &str| *matches.get_one::<u64>(id).expect("has a default");
+/// The global options: from the command line, and for what it does not give, from the
+/// application file's `[host]` table (parsed by this same command into `file`).
+pub fn parse(cli: &ArgMatches, file: Option<&ArgMatches>) -> GlobalOptions {
+    let layers = Layers { cli, file };
+    let string = |id: &str| layers.source(id).get_one::<String>(id).cloned();
+    let path = |id: &str| layers.source(id).get_one::<PathBuf>(id).cloned();
+    let duration = |id: &str| {
+        *layers
+            .source(id)
+            .get_one::<Duration>(id)
+            .expect("has a default")
+    };
+    // -v, -q and --log-level are one choice: whichever layer makes it makes all of it.
+    let verbosity = layers.source_of_any(&["verbose", "quiet", "log-level"]);
+    let plugin_dirs = [Some(cli), file]
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m.get_many::<PathBuf>("plugin-dir").into_iter().flatten())
+        .cloned()
+        .collect();
     GlobalOptions {
-        help: matches.get_flag("help"),
-        plugin_dirs: matches
-            .get_many::<PathBuf>("plugin-dir")
-            .map(|dirs| dirs.cloned().collect())
-            .unwrap_or_default(),
-        plugins_report: matches.get_flag("plugins-report"),
-        probe_timeout: *matches
-            .get_one::<Duration>("probe-timeout")
-            .expect("has a default"),
+        help: cli.get_flag("help"),
+        check: cli.get_flag("check"),
+        plugin_dirs,
+        plugins_report: cli.get_flag("plugins-report"),
+        probe_timeout: duration("probe-timeout"),
         verbosity: Verbosity {
-            log_level: string("log-level"),
-            verbose: matches.get_count("verbose"),
-            quiet: matches.get_count("quiet"),
+            log_level: verbosity.get_one::<String>("log-level").cloned(),
+            verbose: verbosity.get_count("verbose"),
+            quiet: verbosity.get_count("quiet"),
         },
         log: LogOptions {
             logfile: path("logfile"),
-            rotate_size: defaulted("log-rotate-size"),
-            keep: *matches.get_one::<usize>("log-keep").expect("has a default"),
+            rotate_size: *layers
+                .source("log-rotate-size")
+                .get_one::<u64>("log-rotate-size")
+                .expect("has a default"),
+            keep: *layers
+                .source("log-keep")
+                .get_one::<usize>("log-keep")
+                .expect("has a default"),
             format: match string("log-format").as_deref() {
                 Some("json") => LineFormat::Json,
                 _ => LineFormat::Text,
             },
-            syslog: matches.get_flag("syslog"),
+            syslog: layers.source("syslog").get_flag("syslog"),
             prefix: string("prefix").expect("has a default"),
         },
         process: ProcessOptions {
-            nodaemon: matches.get_flag("nodaemon"),
+            nodaemon: layers.source("nodaemon").get_flag("nodaemon"),
             pidfile: string("pidfile")
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from),
             uid: string("uid"),
             gid: string("gid"),
-            umask: matches.get_one::<u32>("umask").copied(),
+            umask: layers.source("umask").get_one::<u32>("umask").copied(),
             rundir: path("rundir").expect("has a default"),
             chroot: path("chroot"),
-            shutdown_timeout: *matches
-                .get_one::<Duration>("shutdown-timeout")
-                .expect("has a default"),
+            shutdown_timeout: duration("shutdown-timeout"),
         },
-        plugin: matches.subcommand().map(|(name, rest)| {
+        plugin: cli.subcommand().map(|(name, rest)| {
             let args = rest
                 .get_many::<OsString>("")
                 .map(|a| a.cloned().collect())
                 .unwrap_or_default();
             (name.to_string(), args)
         }),
+    }
+}
+
+/// The command line over the application file's `[host]` table.
+struct Layers<'a> {
+    cli: &'a ArgMatches,
+    file: Option<&'a ArgMatches>,
+}
+
+impl<'a> Layers<'a> {
+    /// Where option `id`'s value comes from: the command line if it gives one, else the file
+    /// if it does, else the command line's default.
+    fn source(&self, id: &str) -> &'a ArgMatches {
+        self.source_of_any(&[id])
+    }
+
+    fn source_of_any(&self, ids: &[&str]) -> &'a ArgMatches {
+        let given = |m: &ArgMatches| {
+            ids.iter()
+                .any(|id| m.value_source(id) == Some(ValueSource::CommandLine))
+        };
+        match self.file {
+            Some(file) if !given(self.cli) && given(file) => file,
+            _ => self.cli,
+        }
     }
 }
 

@@ -1,19 +1,17 @@
-//! From a chosen plugin to a running service, in the order that keeps each step safe:
-//! open the log → load the one library → `make_service` → become a daemon (before any thread
-//! exists) → run directory and pid file → bind → chroot and drop privileges → start → wait →
-//! stop → remove the pid file.
+//! From declared services to running ones, in the order that keeps each step safe:
+//! open the log → load each library and `make_service` → become a daemon (before any thread
+//! exists) → run directory and pid file → bind every service → chroot and drop privileges →
+//! start them in order → wait → stop them in reverse → remove the pid file.
 
+use crate::app::{Declared, ServiceSpec};
 use crate::application::{self, Settings};
 use crate::cli::{GlobalOptions, LogOptions, ProcessOptions};
+use crate::instances::Maker;
 use crate::logging::{self, Destination, LineFormat};
-use crate::plugin_host;
 use crate::process::{daemon, pid_file::PidFile, privileges, systemd};
 use crate::resource_limits;
 use crate::Exit;
-use dropin_cache::{Changed, Plugin};
 use nix::sys::stat::{umask, Mode};
-use plugin_api::abi::OptionValue;
-use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 use tracing::{error, info, warn};
@@ -21,11 +19,10 @@ use tracing::{error, info, warn};
 /// How long the log gets to write its last lines before the host exits.
 const FLUSH_PATIENCE: Duration = Duration::from_secs(5);
 
-/// Runs `plugin` with the option `values` parsed from `args`.
+/// Runs `services`; `declared` says where they came from, if an application file, for SIGHUP.
 pub fn launch(
-    plugin: Plugin<'_>,
-    args: &[OsString],
-    values: Vec<OptionValue>,
+    services: Vec<ServiceSpec>,
+    declared: Option<Declared>,
     options: &GlobalOptions,
     exe: &Path,
 ) -> Result<(), Exit> {
@@ -46,31 +43,40 @@ pub fn launch(
     let (max_level, log) = logging::init(filter, format, &destination(&options.log, process))
         .map_err(Exit::failure)?;
     info!("Log opened.");
-    info!(
-        "host {} ({}) starting up with plugin {} ({}).",
-        env!("CARGO_PKG_VERSION"),
-        exe.display(),
-        plugin.tapname(),
-        plugin.path.display()
-    );
-    let loaded = plugin
-        .load()
-        .map_err(|e| fatal(format!("{}: {e}", plugin.path.display())))?;
-    let (plugin, values) = match &loaded.changed {
-        None => (plugin, values),
-        Some(changed) => believe_the_library(plugin, changed, args)?,
-    };
-    let tapname = plugin.tapname();
+    let version = env!("CARGO_PKG_VERSION");
+    match (&declared, services.as_slice()) {
+        (None, [only]) => info!(
+            "host {version} ({}) starting up with plugin {} ({}).",
+            exe.display(),
+            only.record.tapname,
+            only.path.display()
+        ),
+        _ => {
+            let from = declared
+                .as_ref()
+                .map(|d| format!(" from {}", d.path.display()))
+                .unwrap_or_default();
+            info!(
+                "host {version} ({}) starting up with {}{from}.",
+                exe.display(),
+                crate::summary(&services)
+            );
+            for service in &services {
+                info!(
+                    "{}: plugin {} ({}).",
+                    service.name,
+                    service.record.tapname,
+                    service.path.display()
+                );
+            }
+        }
+    }
     let (ended_tx, ended_rx) = tokio::sync::mpsc::unbounded_channel();
-    let context = plugin_host::context(
-        tapname,
-        max_level,
-        ended_tx,
-        &plugin_host::Shared::default(),
-    );
-    let service = (loaded.maker.make_service())(values.into(), context)
-        .into_result()
-        .map_err(|e| fatal(format!("{tapname}: {e}")))?;
+    let maker = Maker::new(max_level, ended_tx);
+    let mut instances = Vec::with_capacity(services.len());
+    for spec in services {
+        instances.push(maker.make(spec).map_err(fatal)?);
+    }
 
     let mut status = match process.nodaemon {
         true => None,
@@ -93,7 +99,7 @@ pub fn launch(
                 identity,
                 log: log.clone(),
             };
-            let result = application::run(service, ended_rx, settings, || {
+            let result = application::run(instances, ended_rx, settings, maker, declared, || {
                 if let Some(status) = &mut status {
                     status.started();
                 }
@@ -117,32 +123,6 @@ pub fn launch(
         }
         None => Exit::failure(message),
     })
-}
-
-/// A library whose file kept its stat tuple but not its contents (patched in place, then dated
-/// back) describes itself differently from the cache entry it was chosen by. What it says now
-/// wins: its options are parsed again with its own specs.
-fn believe_the_library<'a>(
-    plugin: Plugin<'a>,
-    changed: &'a Changed,
-    args: &[OsString],
-) -> Result<(Plugin<'a>, Vec<OptionValue>), Exit> {
-    let cache = match &changed.refreshed {
-        Ok(place) => format!("its entry in {} was refreshed", place.display()),
-        Err(why) => format!("its cache entry could not be refreshed: {why}"),
-    };
-    warn!(
-        "the library {} changed without its file times changing; using what it says now ({cache})",
-        plugin.path.display()
-    );
-    let live = Plugin {
-        path: plugin.path,
-        record: &changed.record,
-    };
-    let specs = live.options().map_err(fatal)?;
-    let values = crate::plugin_values(live, &specs, args)
-        .map_err(|e| fatal(format!("{}: {}", live.tapname(), crate::first_line(&e))))?;
-    Ok((live, values))
 }
 
 /// Logs a start-up failure and turns it into the host's exit.

@@ -1,11 +1,14 @@
 //! `host`: runs network services from plugin libraries, like Twisted's `twistd`.
 //!
-//! Here: parse the global options → discover plugins (`dropin-cache`) → list them, report on
-//! them, or parse the chosen plugin's options. Running the plugin, from opening the log to the
-//! last line, is `launch`'s job; the main loop is `application`'s.
+//! Here: parse the global options (and read the application file, `app`) → discover plugins
+//! (`dropin-cache`) → list them, report on them, or check and parse the services' options.
+//! Running the services, from opening the log to the last line, is `launch`'s job; the main
+//! loop is `application`'s.
 
+mod app;
 mod application;
 mod cli;
+mod instances;
 mod launch;
 mod logging;
 mod plugin_host;
@@ -15,10 +18,11 @@ mod process;
 mod resource_limits;
 mod usage;
 
+use app::{AppFile, OnFailure, Origin, ServiceSpec};
 use dropin_cache::{discover, Discovery, LoadError, Plugin, Prober, SearchPath};
 use plugin_api::abi::{OptionSpec, OptionValue};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// The hidden subcommand a probe child runs: `host __probe-plugins FILE...`.
@@ -80,38 +84,152 @@ fn run(args: Vec<OsString>) -> Result<(), Exit> {
     let matches = cli::command()
         .try_get_matches_from(args)
         .unwrap_or_else(|e| e.exit());
-    let mut options = cli::parse(&matches);
+    // The file first: its [host] table may say where the plugins are.
+    let app = match matches.get_one::<PathBuf>("config") {
+        Some(path) => Some(AppFile::read(path).map_err(Exit::usage)?),
+        None => None,
+    };
+    let (host_settings, mut problems) = match &app {
+        Some((file, problems)) => match app::settings::host_matches(file) {
+            Ok(settings) => (settings, problems.clone()),
+            Err(more) => (None, [problems.clone(), more].concat()),
+        },
+        None => (None, Vec::new()),
+    };
+    let mut options = cli::parse(&matches, host_settings.as_ref());
     let exe = std::env::current_exe()
         .map_err(|e| Exit::failure(format!("cannot find the host executable: {e}")))?;
-    let search_path = SearchPath::new(
-        &options.plugin_dirs,
-        std::env::var_os("HOST_PLUGIN_PATH").as_deref(),
-        exe.parent(),
-    );
-    let prober = Prober {
-        program: exe.clone(),
-        args: vec![PROBE_SUBCOMMAND.into()],
-        timeout: options.probe_timeout,
-    };
-    let discovery = discover(&search_path, &prober);
+    let finder = Finder::new(&options, &exe);
+    let discovery = finder.discover();
     if options.plugins_report {
         print!("{}", plugins_report::render(&discovery));
         return Ok(());
     }
     report_problems(&discovery);
 
-    let Some((tapname, args)) = options.plugin.take().filter(|_| !options.help) else {
-        print!("{}", usage::render(&discovery));
-        // The process ends here; freeing every record one by one would be wasted work.
-        std::mem::forget(discovery);
-        return Ok(());
+    let command_line = options.plugin.take().filter(|_| !options.help);
+    let Some((file, _)) = &app else {
+        let Some((tapname, args)) = command_line else {
+            print!("{}", usage::render(&discovery));
+            // The process ends here; freeing every record one by one would be wasted work.
+            std::mem::forget(discovery);
+            return Ok(());
+        };
+        let service = command_line_service(&discovery, tapname, args)?;
+        return launch::launch(vec![service], None, &options, &exe);
     };
+    if options.help {
+        print!("{}", usage::render(&discovery));
+        return Ok(());
+    }
+    let command_line = command_line
+        .map(|(tapname, args)| command_line_service(&discovery, tapname, args))
+        .transpose()?;
+    let (services, more) = app::check(file, &discovery, command_line.clone());
+    problems.extend(more);
+    if !problems.is_empty() {
+        // In the file's order, as a reader goes through it.
+        problems.sort_by_key(|problem| problem.at.as_ref().map(|at| at.start));
+        for problem in &problems {
+            eprintln!("{}", file.render(problem));
+        }
+        let count = problems.len();
+        eprintln!(
+            "host: {}: {count} problem{}; nothing was run",
+            file.path.display(),
+            if count == 1 { "" } else { "s" }
+        );
+        return Err(Exit::silent(2));
+    }
+    if services.is_empty() {
+        return Err(Exit::usage(format!(
+            "{} declares no service (add a [[service]] table) and no plugin was named",
+            file.path.display()
+        )));
+    }
+    if options.check {
+        println!("{}: OK, {}", file.path.display(), summary(&services));
+        return Ok(());
+    }
+    let declared = app::Declared {
+        path: file.path.clone(),
+        finder,
+        command_line,
+    };
+    launch::launch(services, Some(declared), &options, &exe)
+}
+
+/// How plugins are found: the search path and the prober, kept so that SIGHUP can look again.
+#[derive(Clone)]
+pub struct Finder {
+    search_path: SearchPath,
+    prober: Prober,
+}
+
+impl Finder {
+    fn new(options: &cli::GlobalOptions, exe: &Path) -> Self {
+        Self {
+            search_path: SearchPath::new(
+                &options.plugin_dirs,
+                std::env::var_os("HOST_PLUGIN_PATH").as_deref(),
+                exe.parent(),
+            ),
+            prober: Prober {
+                program: exe.to_path_buf(),
+                args: vec![PROBE_SUBCOMMAND.into()],
+                timeout: options.probe_timeout,
+            },
+        }
+    }
+
+    pub fn discover(&self) -> Discovery {
+        discover(&self.search_path, &self.prober)
+    }
+}
+
+/// The plugin named on the command line as a service, its options parsed by its own command
+/// (bad input exits 2 as usual).
+fn command_line_service(
+    discovery: &Discovery,
+    tapname: String,
+    args: Vec<OsString>,
+) -> Result<ServiceSpec, Exit> {
     let plugin = discovery
         .find(&tapname)
-        .ok_or_else(|| unknown_plugin(&tapname, &discovery))?;
+        .ok_or_else(|| unknown_plugin(&tapname, discovery))?;
     let specs = plugin.options().map_err(Exit::failure)?;
     let values = plugin_values(plugin, &specs, &args).unwrap_or_else(|e| e.exit());
-    launch::launch(plugin, &args, values, &options, &exe)
+    Ok(ServiceSpec {
+        name: tapname,
+        path: plugin.path.to_path_buf(),
+        record: plugin.record.clone(),
+        values,
+        on_failure: OnFailure::StopHost,
+        origin: Origin::CommandLine(args),
+    })
+}
+
+/// `3 services: ecstasy (fastpoetry), science (fastpoetry), files (ftp)`.
+pub fn summary(services: &[ServiceSpec]) -> String {
+    let each: Vec<String> = services
+        .iter()
+        .map(|s| format!("{} ({})", s.name, s.record.tapname))
+        .collect();
+    format!(
+        "{} service{}: {}",
+        services.len(),
+        if services.len() == 1 { "" } else { "s" },
+        each.join(", ")
+    )
+}
+
+/// The candidate most like `name`, if one is close enough to be what was meant.
+pub fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|candidate| (strsim::jaro_winkler(name, candidate), candidate))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| candidate)
 }
 
 /// The plugin's options parsed from `args`, as they cross to the plugin.
@@ -152,12 +270,8 @@ fn report_problems(discovery: &Discovery) {
 }
 
 fn unknown_plugin(tapname: &str, discovery: &Discovery) -> Exit {
-    let suggestion = discovery
-        .plugins()
-        .map(|p| (strsim::jaro_winkler(tapname, p.tapname()), p.tapname()))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, name)| format!(" (did you mean '{name}'?)"))
+    let suggestion = suggest(tapname, discovery.plugins().map(|p| p.tapname()))
+        .map(|name| format!(" (did you mean '{name}'?)"))
         .unwrap_or_default();
     Exit::usage(format!(
         "no plugin named '{tapname}'{suggestion}\nhost: searched: {}; run 'host' to list the plugins found",

@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::level_filters::LevelFilter;
 
-/// How a service ended without being asked to: `Some(error)` if it failed.
-pub type ServiceEnded = Option<String>;
+use crate::instances::Ended;
 
 /// What the contexts of every service in this process share.
 #[derive(Clone, Default)]
@@ -27,21 +26,26 @@ pub struct Shared {
 struct PluginHost {
     /// The service's name in the log.
     name: Arc<str>,
+    /// The instance, for reporting its end.
+    id: u64,
     max_level: RawLevel,
-    ended: UnboundedSender<ServiceEnded>,
+    ended: UnboundedSender<Ended>,
     shared: Shared,
 }
 
+/// The context of service instance `id`, logged as `name`.
 pub fn context(
     name: &str,
+    id: u64,
     max_level: LevelFilter,
-    ended: UnboundedSender<ServiceEnded>,
+    ended: UnboundedSender<Ended>,
     shared: &Shared,
 ) -> HostContext {
     let max_level = raw_level(max_level.into_level());
     Host_TO::from_ptr(
         RArc::new(PluginHost {
             name: name.into(),
+            id,
             max_level,
             ended,
             shared: shared.clone(),
@@ -94,7 +98,7 @@ impl Host for PluginHost {
         // The receiver is gone only when the host is already shutting down.
         let _ = self
             .ended
-            .send(error.into_option().map(RString::into_string));
+            .send((self.id, error.into_option().map(RString::into_string)));
     }
 
     fn call_extension(

@@ -414,9 +414,9 @@ fn a_stuck_reload_never_holds_up_the_signals() {
     let mut host = stuck_in_reload("0.5");
     host.signal(libc::SIGHUP);
     host.wait_for_line(
-        "[-] Received SIGHUP during a reload of faulty; it reloads again once that one ends.",
+        "[-] Received SIGHUP during a reload of faulty; it runs again once that one ends.",
     );
-    host.wait_for_line("[-] warning: The reload of faulty is still running after 3s.");
+    host.wait_for_line("[-] warning: A reload of faulty is still running after 3s.");
     let signalled = Instant::now();
     host.signal(libc::SIGTERM);
     host.wait_for_line("[-] Received SIGTERM, shutting down.");
@@ -425,7 +425,7 @@ fn a_stuck_reload_never_holds_up_the_signals() {
         .wait_within(Duration::from_secs(10))
         .expect("gives up on the reload");
     assert_eq!(status.code(), Some(1));
-    let message = "faulty could not stop: its reload was still running after 2.5s; exiting";
+    let message = "could not stop: a reload of faulty was still running after 2.5s; exiting";
     assert!(host.stdout().contains(&format!("[-] error: {message}")));
     assert_eq!(
         host.stderr().lines().last(),

@@ -61,6 +61,15 @@ impl ClientEndpoint {
         self
     }
 
+    /// The same endpoint with a relative Unix socket path taken relative to `dir`.
+    pub fn relative_to(&self, dir: &std::path::Path) -> Self {
+        let mut endpoint = self.clone();
+        if let Self::Unix { path, .. } = &mut endpoint {
+            *path = dir.join(&*path);
+        }
+        endpoint
+    }
+
     /// How long connecting may take.
     pub fn timeout(&self) -> Duration {
         match self {

@@ -313,6 +313,27 @@ impl Endpoint {
         }
     }
 
+    /// The same endpoint with each relative path in it (a Unix socket, TLS key files) taken
+    /// relative to `dir`: for endpoints written in a file that lives elsewhere.
+    pub fn relative_to(&self, dir: &std::path::Path) -> Self {
+        let mut endpoint = self.clone();
+        match &mut endpoint {
+            Self::Unix { path, .. } => *path = dir.join(&*path),
+            Self::Ssl {
+                private_key,
+                cert_key,
+                ..
+            } => {
+                *private_key = dir.join(&*private_key);
+                if let Some(cert) = cert_key {
+                    *cert = dir.join(&*cert);
+                }
+            }
+            Self::Tcp { .. } | Self::Systemd { .. } => {}
+        }
+        endpoint
+    }
+
     /// Binds the endpoint and starts listening (for `ssl:`, the certificate and key are read and
     /// checked here, so a bad file is a start-up error).
     ///

@@ -251,3 +251,27 @@ proptest! {
         let _ = text.parse::<ClientEndpoint>();
     }
 }
+
+#[test]
+fn relative_paths_are_taken_relative_to_a_directory() {
+    let dir = std::path::Path::new("/srv/app");
+    let unix: Endpoint = "unix:run/x.sock".parse().unwrap();
+    assert_eq!(
+        unix.relative_to(dir).to_string(),
+        "unix:/srv/app/run/x.sock"
+    );
+    let absolute: Endpoint = "unix:/run/x.sock".parse().unwrap();
+    assert_eq!(absolute.relative_to(dir), absolute);
+    let ssl: Endpoint = "ssl:443:privateKey=k.pem:certKey=/etc/c.pem"
+        .parse()
+        .unwrap();
+    assert_eq!(
+        ssl.relative_to(dir).to_string(),
+        "ssl:443:privateKey=/srv/app/k.pem:certKey=/etc/c.pem"
+    );
+    let client: ClientEndpoint = "unix:s.sock:timeout=2".parse().unwrap();
+    assert_eq!(
+        client.relative_to(dir).to_string(),
+        "unix:/srv/app/s.sock:timeout=2"
+    );
+}

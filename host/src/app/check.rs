@@ -1,0 +1,419 @@
+//! Checking an application file against the plugins found, without loading any: every entry's
+//! plugin, name and options are judged by the option specs in the plugin's cache record, the
+//! same specs that build its command line, so a value is valid in the file exactly when it is
+//! valid after `host PLUGIN`. Every problem is collected, none stops the check.
+
+use super::file::{AppFile, Entry, Located, OnFailure, Problem, Value};
+use crate::suggest;
+use dropin_cache::{Discovery, Plugin, PluginRecord};
+use plugin_api::abi::{OptionKind, OptionSpec, OptionValue};
+use plugin_api::{ClientEndpoint, Endpoint};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// A service to run: its name, plugin and option values, and where it was declared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// The plugin's library.
+    pub path: PathBuf,
+    /// What the library offers, as the cache (or, once loaded, the library itself) says.
+    pub record: PluginRecord,
+    pub values: Vec<OptionValue>,
+    pub on_failure: OnFailure,
+    pub origin: Origin,
+}
+
+/// Where a service was declared, which is also how its options are read again if its library
+/// turns out to describe itself differently from its cache record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    /// An entry of the application file in `dir`.
+    File { entry: Entry, dir: PathBuf },
+    /// The plugin named on the command line, with its arguments.
+    CommandLine(Vec<OsString>),
+}
+
+impl ServiceSpec {
+    pub fn plugin(&self) -> Plugin<'_> {
+        Plugin {
+            path: &self.path,
+            record: &self.record,
+        }
+    }
+
+    /// Whether `other` runs the same library with the same options, so that a service
+    /// running as `self` can go on running as `other` (only its failure policy may differ).
+    pub fn runs_as(&self, other: &ServiceSpec) -> bool {
+        self.name == other.name
+            && self.path == other.path
+            && self.record == other.record
+            && self.values == other.values
+    }
+}
+
+/// Longest service name: names go into every log line about the service.
+const MAX_NAME: usize = 64;
+
+/// Checks every entry of `file`, then the names and sockets of all the services together,
+/// `command_line` (the plugin named after the global options, already parsed) included.
+pub fn check(
+    file: &AppFile,
+    discovery: &Discovery,
+    command_line: Option<ServiceSpec>,
+) -> (Vec<ServiceSpec>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let mut services = Vec::new();
+    // Where each service and its options were written, for problems found across services.
+    let mut places: Vec<Place> = Vec::new();
+    for entry in &file.services {
+        let Some(plugin_name) = &entry.plugin else {
+            problems.push(Problem::at(
+                &entry.at,
+                "this service names no plugin: add plugin = \"TAPNAME\"",
+            ));
+            continue;
+        };
+        let Some(plugin) = discovery.find(&plugin_name.value) else {
+            let hint = suggest(&plugin_name.value, discovery.plugins().map(|p| p.tapname()))
+                .map(|name| format!(" (did you mean '{name}'?)"))
+                .unwrap_or_default();
+            problems.push(Problem::at(
+                &plugin_name.at,
+                format!("no plugin named '{}'{hint}", plugin_name.value),
+            ));
+            continue;
+        };
+        let name = match &entry.name {
+            Some(name) => match valid_name(&name.value) {
+                Ok(()) => name.value.clone(),
+                Err(why) => {
+                    problems.push(Problem::at(&name.at, why));
+                    continue;
+                }
+            },
+            None => plugin.tapname().to_string(),
+        };
+        let specs = match plugin.options() {
+            Ok(specs) => specs,
+            Err(why) => {
+                problems.push(Problem::at(&plugin_name.at, why));
+                continue;
+            }
+        };
+        // Checked even when some of its options are wrong, so that a clash with another
+        // service is reported in the same run.
+        let (values, mut found) = file_values(&file.dir, entry, &specs, plugin.tapname());
+        problems.append(&mut found);
+        places.push((
+            Some(entry.name.as_ref().unwrap_or(plugin_name).at.clone()),
+            entry
+                .options
+                .iter()
+                .map(|(key, value)| (key.value.clone(), value.at.clone()))
+                .collect(),
+        ));
+        services.push(ServiceSpec {
+            name,
+            path: plugin.path.to_path_buf(),
+            record: plugin.record.clone(),
+            values,
+            on_failure: entry.on_failure,
+            origin: Origin::File {
+                entry: entry.clone(),
+                dir: file.dir.clone(),
+            },
+        });
+    }
+    if let Some(service) = command_line {
+        places.push((None, HashMap::new()));
+        services.push(service);
+    }
+    problems.extend(duplicate_names(file, &services, &places));
+    problems.extend(shared_sockets(&services, &places));
+    (services, problems)
+}
+
+/// Where a service was written (`None` for the command line's), and where each of its options.
+type Place = (Option<Range<usize>>, HashMap<String, Range<usize>>);
+
+/// A problem about the service at `place`, or about `option` of it.
+fn problem_at(place: &Place, option: Option<&str>, message: String) -> Problem {
+    match place {
+        (None, _) => Problem {
+            at: None,
+            message: format!("the service on the command line: {message}"),
+        },
+        (Some(entry), options) => Problem {
+            at: Some(option.and_then(|o| options.get(o)).unwrap_or(entry).clone()),
+            message,
+        },
+    }
+}
+
+fn valid_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    match valid {
+        true => Ok(()),
+        false => Err(format!(
+            "invalid service name '{name}': use up to {MAX_NAME} letters, digits, '-', '_' and '.'"
+        )),
+    }
+}
+
+/// The option values of one entry, checked against the plugin's specs as the command line
+/// checks them: names, kinds, flags, repetition, required options, then defaults. Relative
+/// paths (of path options and inside endpoints) are made relative to the file's directory.
+/// The values are those that are valid, beside a problem for each that is not.
+pub fn file_values(
+    dir: &Path,
+    entry: &Entry,
+    specs: &[OptionSpec],
+    tapname: &str,
+) -> (Vec<OptionValue>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let mut given: HashMap<&str, Vec<String>> = HashMap::new();
+    for (key, value) in &entry.options {
+        let Some(spec) = specs.iter().find(|s| s.long.as_str() == key.value) else {
+            let hint = suggest(&key.value, specs.iter().map(|s| s.long.as_str()))
+                .map(|name| format!(" (did you mean '{name}'?)"))
+                .unwrap_or_default();
+            problems.push(Problem::at(
+                &key.at,
+                format!("plugin '{tapname}' has no option '{}'{hint}", key.value),
+            ));
+            continue;
+        };
+        match arguments(dir, spec, value) {
+            Ok(arguments) => {
+                given.insert(spec.long.as_str(), arguments);
+            }
+            Err(problem) => problems.push(problem),
+        }
+    }
+    let mut values = Vec::new();
+    for spec in specs {
+        let arguments = match (given.remove(spec.long.as_str()), &spec.default) {
+            (Some(arguments), _) => arguments,
+            (None, abi_stable::std_types::RSome(default)) => vec![default.to_string()],
+            (None, _) if spec.kind.is_required() => {
+                problems.push(Problem::at(
+                    &entry.at,
+                    format!(
+                        "plugin '{tapname}' needs option '{}', which has no default",
+                        spec.long
+                    ),
+                ));
+                continue;
+            }
+            (None, _) => continue,
+        };
+        if !arguments.is_empty() {
+            values.push(OptionValue {
+                long: spec.long.clone(),
+                values: arguments.into_iter().map(Into::into).collect(),
+            });
+        }
+    }
+    (values, problems)
+}
+
+/// The command-line arguments one file value stands for.
+fn arguments(
+    dir: &Path,
+    spec: &OptionSpec,
+    value: &Located<Value>,
+) -> Result<Vec<String>, Problem> {
+    let long = spec.long.as_str();
+    if spec.is_flag() {
+        return match value.value {
+            Value::Bool(true) => Ok(vec!["true".to_string()]),
+            Value::Bool(false) => Ok(Vec::new()),
+            _ => Err(Problem::at(
+                &value.at,
+                format!("option '{long}' is a flag: write {long} = true or false"),
+            )),
+        };
+    }
+    let items: Vec<&Located<Value>> = match &value.value {
+        Value::List(items) if spec.repeatable => items.iter().collect(),
+        Value::List(_) => {
+            return Err(Problem::at(
+                &value.at,
+                format!("option '{long}' takes one value, not a list"),
+            ))
+        }
+        _ => vec![value],
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let text = item.value.as_argument().ok_or_else(|| {
+                Problem::at(
+                    &item.at,
+                    format!(
+                        "option '{long}' takes a {}, not {}",
+                        spec.kind.name(),
+                        item.value.kind()
+                    ),
+                )
+            })?;
+            spec.kind.check(&text).map_err(|why| {
+                Problem::at(
+                    &item.at,
+                    format!("invalid value for option '{long}': {why}"),
+                )
+            })?;
+            Ok(relative_to(dir, spec.kind, text))
+        })
+        .collect()
+}
+
+/// A path written in the file means a path next to the file, wherever host was started.
+fn relative_to(dir: &Path, kind: OptionKind, text: String) -> String {
+    match kind.base() {
+        OptionKind::PATH => dir.join(&text).to_string_lossy().into_owned(),
+        OptionKind::ENDPOINT => match text.parse::<Endpoint>() {
+            Ok(endpoint) => endpoint.relative_to(dir).to_string(),
+            Err(_) => text,
+        },
+        OptionKind::CLIENT_ENDPOINT => match text.parse::<ClientEndpoint>() {
+            Ok(endpoint) => endpoint.relative_to(dir).to_string(),
+            Err(_) => text,
+        },
+        _ => text,
+    }
+}
+
+fn duplicate_names(file: &AppFile, services: &[ServiceSpec], places: &[Place]) -> Vec<Problem> {
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    let mut problems = Vec::new();
+    for (index, service) in services.iter().enumerate() {
+        let Some(&earlier) = first.get(service.name.as_str()) else {
+            first.insert(&service.name, index);
+            continue;
+        };
+        let there = match &places[earlier].0 {
+            Some(at) => file.locate(&Some(at.clone())),
+            None => "the command line".to_string(),
+        };
+        problems.push(problem_at(
+            &places[index],
+            None,
+            format!(
+                "the service name '{}' is taken by the service at {there}; give each service its own name = \"…\"",
+                service.name
+            ),
+        ));
+    }
+    problems
+}
+
+/// A socket a service will listen on, as far as its options tell.
+#[derive(Debug, PartialEq, Eq)]
+enum Socket {
+    /// A TCP port; `None` for an interface the options do not name (all of them, or the
+    /// plugin's own default).
+    Tcp(u16, Option<String>),
+    Unix(PathBuf),
+    Systemd(usize),
+}
+
+impl Socket {
+    fn clashes_with(&self, other: &Socket) -> bool {
+        match (self, other) {
+            (Self::Tcp(a, ia), Self::Tcp(b, ib)) => {
+                a == b && (ia.is_none() || ib.is_none() || ia == ib)
+            }
+            (a, b) => a == b,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Tcp(port, _) => format!("TCP port {port}"),
+            Self::Unix(path) => format!("Unix socket {}", path.display()),
+            Self::Systemd(index) => format!("systemd socket {index}"),
+        }
+    }
+}
+
+/// The sockets a service will listen on, with the option each comes from: every endpoint
+/// option given; if none is, every port option (a plugin listens on `--port` unless told
+/// `--listen`, by the convention of twistd's plugins).
+fn sockets(service: &ServiceSpec) -> Vec<(Socket, String)> {
+    let Ok(specs) = service.plugin().options() else {
+        return Vec::new();
+    };
+    let specs = &specs;
+    let of_kind = |kind: OptionKind| {
+        service.values.iter().filter(move |value| {
+            specs
+                .iter()
+                .any(|s| s.long == value.long && s.kind.base() == kind)
+        })
+    };
+    let mut found = Vec::new();
+    for value in of_kind(OptionKind::ENDPOINT) {
+        for text in value.values.iter() {
+            let socket = match text.parse::<Endpoint>() {
+                Ok(
+                    Endpoint::Tcp {
+                        port, interface, ..
+                    }
+                    | Endpoint::Ssl {
+                        port, interface, ..
+                    },
+                ) if port != 0 => Socket::Tcp(port, interface),
+                Ok(Endpoint::Unix { path, .. }) => Socket::Unix(path),
+                Ok(Endpoint::Systemd { index, .. }) => Socket::Systemd(index),
+                _ => continue,
+            };
+            found.push((socket, value.long.to_string()));
+        }
+    }
+    if found.is_empty() {
+        for value in of_kind(OptionKind::PORT) {
+            for text in value.values.iter() {
+                if let Ok(port @ 1..) = text.parse::<u16>() {
+                    found.push((Socket::Tcp(port, None), value.long.to_string()));
+                }
+            }
+        }
+    }
+    found
+}
+
+fn shared_sockets(services: &[ServiceSpec], places: &[Place]) -> Vec<Problem> {
+    let all: Vec<Vec<(Socket, String)>> = services.iter().map(sockets).collect();
+    let mut problems = Vec::new();
+    for (index, mine) in all.iter().enumerate() {
+        for (socket, option) in mine {
+            let earlier = all[..index].iter().enumerate().find_map(|(other, theirs)| {
+                theirs
+                    .iter()
+                    .any(|(s, _)| s.clashes_with(socket))
+                    .then_some(other)
+            });
+            if let Some(other) = earlier {
+                problems.push(problem_at(
+                    &places[index],
+                    Some(option),
+                    format!(
+                        "service '{}' would listen on {}, as service '{}' does",
+                        services[index].name,
+                        socket.describe(),
+                        services[other].name
+                    ),
+                ));
+            }
+        }
+    }
+    problems
+}
