@@ -69,7 +69,8 @@ fn plugin_help_shows_its_options_with_defaults() {
 fn the_readme_shows_fastpoetry_help_as_it_is() {
     let out = run_host(&["fastpoetry", "--help"]);
     let readme = std::fs::read_to_string(host_e2e::workspace_root().join("README.md")).unwrap();
-    let sample = format!("```text\n$ host fastpoetry --help\n{}```", out.stdout);
+    // The harness gives the output as lines joined by newlines, without the last one.
+    let sample = format!("```text\n$ host fastpoetry --help\n{}\n```", out.stdout);
     assert!(
         readme.contains(&sample),
         "README.md's fastpoetry --help differs from the real output:\n{}",

@@ -246,7 +246,7 @@ fn a_special_or_oversized_poem_is_a_one_line_error() {
     }
     let (out, _) = run_in(dir.path(), &["fastpoetry", "--help"]);
     assert!(
-        out.stdout.contains("--max-size <MAX-SIZE>") && out.stdout.contains("[default: 67108864]"),
+        out.stdout.contains("--max-size <N>") && out.stdout.contains("[default: 67108864]"),
         "{}",
         out.stdout
     );
