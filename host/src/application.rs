@@ -224,18 +224,22 @@ fn run_on(
     failure.map_or(Ok(()), Err)
 }
 
-/// Waits for SIGHUP's work, then stops every service: asked in reverse order, each on a thread
-/// of its own so that all drain their connections at once, within `deadline`.
+/// Waits for SIGHUP's work, then stops every service in reverse order, the last declared first,
+/// so a service that others depend on is stopped last. They share `deadline`: each may take
+/// what the ones before it left.
 async fn stop_everything(hangups: &mut Hangups, running: &Running, deadline: Duration) {
     hangups.finish().await;
     let instances: Vec<Instance> = running.list().drain(..).rev().collect();
-    let stops: Vec<JoinHandle<()>> = instances
-        .into_iter()
-        .map(|instance| tokio::task::spawn_blocking(move || stop(&instance, deadline)))
-        .collect();
-    for stopped in stops {
-        let _ = stopped.await;
-    }
+    let _ = tokio::task::spawn_blocking(move || {
+        let end = std::time::Instant::now() + deadline;
+        for instance in &instances {
+            stop(
+                instance,
+                end.saturating_duration_since(std::time::Instant::now()),
+            );
+        }
+    })
+    .await;
 }
 
 /// Stops one service, giving in-flight work `deadline`.
@@ -293,6 +297,7 @@ fn give_up_privileges(settings: &Settings) -> Result<(), String> {
 fn stop_now(instances: &[Instance]) {
     for instance in instances.iter().rev() {
         stop(instance, Duration::ZERO);
+        info!("Stopped {}.", instance.name());
     }
 }
 

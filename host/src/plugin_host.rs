@@ -113,3 +113,28 @@ impl Host for PluginHost {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abi_stable::std_types::RSome;
+
+    #[test]
+    fn a_systemd_socket_is_claimed_by_one_service_of_the_process() {
+        let shared = Shared::default();
+        let (ended, _) = tokio::sync::mpsc::unbounded_channel();
+        let claim = |name: &str, id, index: &str| {
+            context(name, id, LevelFilter::INFO, ended.clone(), &shared)
+                .call_extension(SYSTEMD_SOCKET.into(), index.into())
+        };
+        assert_eq!(claim("a", 1, "0"), RSome(ROk(RString::new())));
+        assert_eq!(claim("b", 2, "1"), RSome(ROk(RString::new())));
+        assert_eq!(
+            claim("c", 3, "0"),
+            RSome(RErr(
+                "systemd socket index 0 is already used by service 'a'".into()
+            ))
+        );
+        assert!(matches!(claim("d", 4, "x"), RSome(RErr(_))));
+    }
+}

@@ -440,3 +440,31 @@ pub fn send_signal(pid: i32, signal: i32) -> nix::Result<()> {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// `host ARGS` started as systemd starts a socket-activated service: `listener` passed as
+/// descriptor 3, `LISTEN_FDS=1` and `LISTEN_PID` set to host's own pid (by a shell that then
+/// becomes host with `exec`, keeping its pid).
+pub fn socket_activated(listener: &std::net::TcpListener, args: &[&str]) -> Command {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\""])
+        .arg(host_bin())
+        .args(args);
+    prepare(&mut command);
+    #[allow(unsafe_code)]
+    // SAFETY: dup2 and fcntl are async-signal-safe; they run in the child between fork and
+    // exec. The explicit fcntl matters when the listener already is descriptor 3: dup2 onto
+    // itself would leave its close-on-exec flag set.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(fd, 3) == -1 || libc::fcntl(3, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}

@@ -668,39 +668,19 @@ fn systemd_hears_ready_once_serving_and_stopping_on_shutdown() {
 
 #[test]
 fn socket_activation_adopts_the_listening_socket_systemd_passes() {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let fd = listener.as_raw_fd();
-    // What systemd does: the socket as descriptor 3, LISTEN_FDS=1, LISTEN_PID=the service's pid
-    // (set by the shell, which then becomes host with exec and keeps its pid).
-    let mut command = Command::new("sh");
-    command
-        .args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\""])
-        .arg(host_e2e::host_bin())
-        .args([
+    let mut command = host_e2e::socket_activated(
+        &listener,
+        &[
             "--pidfile",
             "",
             "-n",
             "fastpoetry",
             "--listen",
             "systemd:domain=INET:index=0",
-        ])
-        .env_remove("HOST_PLUGIN_PATH")
-        .env_remove("RUST_LOG");
-    #[allow(unsafe_code)]
-    // SAFETY: dup2 and fcntl are async-signal-safe; they run in the child between fork and
-    // exec. The explicit fcntl matters when the listener already is descriptor 3: dup2 onto
-    // itself would leave its close-on-exec flag set.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::dup2(fd, 3) == -1 || libc::fcntl(3, libc::F_SETFD, 0) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+        ],
+    );
     let mut host = Running::spawn(&mut command);
     drop(listener);
     let line = host.wait_for_line("starting on");

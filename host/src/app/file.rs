@@ -139,13 +139,18 @@ impl AppFile {
         let mut problems = Vec::new();
         let (host, services) = {
             let (document, errors) = DeTable::parse_recoverable(&text);
-            for error in errors {
+            for error in &errors {
                 problems.push(Problem {
                     at: error.span(),
                     message: error.message().trim().replace('\n', "; "),
                 });
             }
-            shape(document.get_ref(), &mut problems)
+            // What the parser recovered from a syntax error is a guess: checking it would
+            // report problems the writer never made.
+            match errors.is_empty() {
+                true => shape(document.get_ref(), &mut problems),
+                false => (Vec::new(), Vec::new()),
+            }
         };
         let file = Self {
             path: path.to_path_buf(),

@@ -1,0 +1,542 @@
+//! Application files (`host --config FILE`): several named services in one host, checked with
+//! `--check`, started in order and stopped in reverse, re-read on SIGHUP, with the pid file,
+//! daemon mode and `--uid` as for one plugin.
+
+use host_e2e::{
+    fetch, fixture_dir, free_port, poem, run, run_host, write_big_poem, Running, TempDir,
+    BIG_POEM_BYTES, PATIENCE,
+};
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// `host ARGS` in a fresh directory, like every test host, with the fixture plugins found too.
+fn start_host(args: &[&str]) -> Running {
+    let dir = fixture_dir();
+    let mut all = vec!["--pidfile", "", "--plugin-dir", dir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    Running::start(&all)
+}
+
+fn check(file: &Path) -> host_e2e::Finished {
+    let dir = fixture_dir();
+    run_host(&[
+        "--plugin-dir",
+        dir.to_str().unwrap(),
+        "--config",
+        file.to_str().unwrap(),
+        "--check",
+    ])
+}
+
+fn refused(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_err()
+}
+
+/// Reads one file from an FTP server with Python's ftplib, anonymously.
+fn ftp_get(port: u16, name: &str) -> Vec<u8> {
+    let script = format!(
+        "import ftplib, sys\nftp = ftplib.FTP()\nftp.connect('127.0.0.1', {port}, timeout=20)\nftp.login()\nchunks = []\nftp.retrbinary('RETR {name}', chunks.append)\nsys.stdout.buffer.write(b''.join(chunks))\nftp.quit()\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn the_readme_example_serves_both_poems_and_the_ftp_root_byte_for_byte() {
+    let example = host_e2e::workspace_root().join("examples/app.toml");
+    assert_eq!(check(&example).code(), Some(0));
+    let mut host = start_host(&["-n", "--config", example.to_str().unwrap()]);
+    host.wait_for_line("[poems] ftp starting on tcp:2121");
+    let ecstasy = std::fs::read(poem("ecstasy.txt")).unwrap();
+    let science = std::fs::read(poem("science.txt")).unwrap();
+    assert_eq!(fetch(10001), ecstasy);
+    assert_eq!(fetch(10002), science);
+    assert_eq!(
+        ftp_get(2121, "fascination.txt"),
+        std::fs::read(poem("fascination.txt")).unwrap()
+    );
+    // Two services of one plugin, each under its own name.
+    for line in [
+        "[ecstasy] fastpoetry starting on tcp:10001:interface=127.0.0.1",
+        "[science] fastpoetry starting on tcp:10002:interface=127.0.0.1",
+        &format!("[ecstasy] sending {} bytes of poetry", ecstasy.len()),
+        &format!("[science] sending {} bytes of poetry", science.len()),
+    ] {
+        host.wait_for_line(line);
+    }
+    host.stop();
+    // Stopped in reverse: the FTP server first, then science, then ecstasy.
+    let closed: Vec<String> = host
+        .stdout()
+        .lines()
+        .filter(|l| l.contains("Closed)"))
+        .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(closed, ["[poems]", "[science]", "[ecstasy]"]);
+}
+
+#[test]
+fn check_reports_every_problem_at_its_line_and_column_and_exits_2() {
+    let dir = TempDir::new("app-check");
+    let taken = free_port();
+    std::fs::write(
+        dir.join("app.toml"),
+        format!(
+            r#"[host]
+shutdown-timeout = "soon"
+
+[[service]]
+name = "a"
+plugin = "fastpoety"
+
+[[service]]
+name = "b"
+plugin = "fastpoetry"
+options = {{ port = 70000, pome = "x.txt" }}
+
+[[service]]
+name = "b"
+plugin = "fastpoetry"
+options = {{ port = {taken} }}
+
+[[service]]
+name = "c"
+plugin = "faulty"
+options = {{ listen = "tcp:{taken}:interface=127.0.0.1" }}
+
+[[service]]
+name = "d"
+plugin = "newkinds"
+
+[[service]]
+name = "e"
+plugin = "fastpoetry"
+options = {{ listen = ["unix:s.sock"] }}
+
+[[service]]
+name = "f"
+plugin = "fastpoetry"
+options = {{ listen = ["unix:{unix}"], port = 0 }}
+
+[[service]]
+name = "g h"
+plugin = "fastpoetry"
+"#,
+            unix = dir.join("s.sock").display()
+        ),
+    )
+    .unwrap();
+    let out = check(&dir.join("app.toml"));
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    let file = dir.join("app.toml").display().to_string();
+    let expected = [
+        "2:20: invalid value 'soon' for '--shutdown-timeout <SECONDS>': 'soon' is not a positive number of seconds".to_string(),
+        "6:10: no plugin named 'fastpoety' (did you mean 'fastpoetry'?)".to_string(),
+        "11:20: invalid value for option 'port': '70000' is not a port number (0 to 65535)".to_string(),
+        "11:27: plugin 'fastpoetry' has no option 'pome' (did you mean 'poem'?)".to_string(),
+        format!("14:8: the service name 'b' is taken by the service at {file}:9:8; give each service its own name = \"…\""),
+        format!("21:22: service 'c' would listen on TCP port {taken}, as service 'b' does"),
+        "23:1: plugin 'newkinds' needs option 'server', which has no default".to_string(),
+        format!("35:22: service 'f' would listen on Unix socket {}, as service 'e' does", dir.join("s.sock").display()),
+        "38:8: invalid service name 'g h': use up to 64 letters, digits, '-', '_' and '.'".to_string(),
+    ];
+    // Lines about the fixture directory's broken plugins come first; then the file's problems.
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.starts_with("host: warning: skipped"))
+        .collect();
+    for (line, want) in lines.iter().zip(&expected) {
+        assert_eq!(*line, format!("{file}:{want}"));
+    }
+    assert_eq!(lines.len(), expected.len() + 1, "{}", out.stderr);
+    assert_eq!(
+        lines.last().unwrap(),
+        &format!("host: {file}: {} problems; nothing was run", expected.len())
+    );
+
+    // A syntax error is placed too, and a file without problems gets a one-line summary.
+    std::fs::write(
+        dir.join("syntax.toml"),
+        "[[service]]\nplugin = \"fastpoetry\"\nname = \n",
+    )
+    .unwrap();
+    let out = check(&dir.join("syntax.toml"));
+    assert_eq!(out.code(), Some(2));
+    let problems: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.starts_with("host: warning: skipped"))
+        .collect();
+    assert_eq!(problems.len(), 2, "{}", out.stderr);
+    assert!(
+        problems[0].starts_with(&format!("{}:3:8: ", dir.join("syntax.toml").display())),
+        "{}",
+        out.stderr
+    );
+    std::fs::write(
+        dir.join("good.toml"),
+        "[[service]]\nname = \"p\"\nplugin = \"fastpoetry\"\noptions = { port = 0 }\n",
+    )
+    .unwrap();
+    let out = check(&dir.join("good.toml"));
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(
+        out.stdout.trim(),
+        format!(
+            "{}: OK, 1 service: p (fastpoetry)",
+            dir.join("good.toml").display()
+        )
+    );
+}
+
+#[test]
+fn check_loads_no_plugin_and_binds_nothing() {
+    let dir = TempDir::new("app-noload");
+    let plugins = dir.join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::copy(
+        fixture_dir().join("libtraced.so"),
+        plugins.join("libtraced_x.so"),
+    )
+    .unwrap();
+    let trace = dir.join("trace");
+    // A listing first, so the library is described by the cache, and dated back so the cache
+    // trusts it.
+    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(plugins.join("libtraced_x.so"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert_eq!(
+        run_host(&["--plugin-dir", plugins.to_str().unwrap()]).code(),
+        Some(0)
+    );
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    std::fs::write(
+        dir.join("app.toml"),
+        format!("[[service]]\nplugin = \"traced_x\"\n\n[[service]]\nplugin = \"fastpoetry\"\noptions = {{ port = {port} }}\n"),
+    )
+    .unwrap();
+    let mut command = host_e2e::host_command(&[
+        "--plugin-dir",
+        plugins.to_str().unwrap(),
+        "--config",
+        dir.join("app.toml").to_str().unwrap(),
+        "--check",
+    ]);
+    command.env("HOST_FIXTURE_LOAD_TRACE", &trace);
+    let out = run(command);
+    assert_eq!(out.code(), Some(0), "the port in use is not bound: {out:?}");
+    assert!(
+        !trace.exists(),
+        "a library was loaded: {:?}",
+        std::fs::read_to_string(&trace)
+    );
+}
+
+#[test]
+fn a_service_that_fails_to_start_stops_those_before_it_and_host_exits_1_naming_it() {
+    let dir = TempDir::new("app-fail");
+    let first = free_port();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = busy.local_addr().unwrap().port();
+    std::fs::write(
+        dir.join("app.toml"),
+        format!(
+            "[[service]]\nname = \"first\"\nplugin = \"fastpoetry\"\noptions = {{ port = {first}, iface = \"127.0.0.1\" }}\n\n[[service]]\nname = \"second\"\nplugin = \"fastpoetry\"\noptions = {{ port = {taken}, iface = \"127.0.0.1\" }}\n"
+        ),
+    )
+    .unwrap();
+    let mut host = start_host(&["-n", "-y", dir.join("app.toml").to_str().unwrap()]);
+    let status = host.wait();
+    assert_eq!(status.code(), Some(1), "{}", host.stdout());
+    let message = format!("second failed to start: cannot listen on tcp:{taken}:interface=127.0.0.1: Address already in use (os error 98)");
+    assert!(
+        host.stderr().contains(&format!("host: {message}")),
+        "{}",
+        host.stderr()
+    );
+    host.wait_for_line("[-] Stopped first.");
+    assert!(refused(first));
+}
+
+#[test]
+fn on_failure_decides_whether_the_others_go_on() {
+    let dir = TempDir::new("app-onfailure");
+    let port = free_port();
+    let write = |policy: &str| {
+        std::fs::write(
+            dir.join("app.toml"),
+            format!(
+                "[[service]]\nname = \"poetry\"\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\" }}\n\n[[service]]\nname = \"fragile\"\nplugin = \"faulty\"\non-failure = \"{policy}\"\noptions = {{ fail-in = \"running\" }}\n"
+            ),
+        )
+        .unwrap();
+    };
+    write("log");
+    let mut host = start_host(&["-n", "-y", dir.join("app.toml").to_str().unwrap()]);
+    host.wait_for_line("[-] error: fragile failed: told to fail in running; the other services go on (on-failure = \"log\").");
+    assert_eq!(fetch(port).len(), 3003);
+    host.stop();
+
+    write("stop-host");
+    let mut host = start_host(&["-n", "-y", dir.join("app.toml").to_str().unwrap()]);
+    let status = host.wait();
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        host.stderr()
+            .contains("host: fragile failed: told to fail in running"),
+        "{}",
+        host.stderr()
+    );
+    assert!(refused(port));
+}
+
+#[test]
+fn two_services_cannot_both_have_one_systemd_socket() {
+    let dir = TempDir::new("app-systemd");
+    std::fs::write(
+        dir.join("app.toml"),
+        "[[service]]\nname = \"a\"\nplugin = \"fastpoetry\"\noptions = { listen = \"systemd:index=0\" }\n\n[[service]]\nname = \"b\"\nplugin = \"faulty\"\noptions = { listen = \"systemd:index=0\" }\n",
+    )
+    .unwrap();
+    let out = check(&dir.join("app.toml"));
+    assert_eq!(out.code(), Some(2));
+    assert!(
+        out.stderr
+            .contains("9:22: service 'b' would listen on systemd socket 0, as service 'a' does"),
+        "{}",
+        out.stderr
+    );
+    // With one service, the socket systemd passes is adopted through the host's claim.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::fs::write(
+        dir.join("one.toml"),
+        "[[service]]\nname = \"a\"\nplugin = \"fastpoetry\"\noptions = { listen = \"systemd:index=0\" }\n",
+    )
+    .unwrap();
+    let app = dir.join("one.toml");
+    let mut command = host_e2e::socket_activated(
+        &listener,
+        &["--pidfile", "", "-n", "-y", app.to_str().unwrap()],
+    );
+    let mut host = Running::spawn(&mut command);
+    drop(listener);
+    host.wait_for_line(&format!("[a] fastpoetry starting on tcp:{port}"));
+    assert_eq!(fetch(port).len(), 3003);
+    host.stop();
+}
+
+#[test]
+fn sighup_adds_removes_restarts_and_leaves_the_rest_untouched() {
+    let dir = TempDir::new("app-hup");
+    write_big_poem(dir.path());
+    std::fs::copy(poem("science.txt"), dir.join("science.txt")).unwrap();
+    let (kept, removed, changed, added) = (free_port(), free_port(), free_port(), free_port());
+    let service = |name: &str, port: u16, poem: &str| {
+        format!("[[service]]\nname = \"{name}\"\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\", poem = \"{poem}\" }}\n\n")
+    };
+    let app = dir.join("app.toml");
+    std::fs::write(
+        &app,
+        [
+            service("kept", kept, "big.txt"),
+            service("removed", removed, "science.txt"),
+            service("changed", changed, "science.txt"),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let mut host = start_host(&["-n", "-y", app.to_str().unwrap()]);
+    host.wait_for_line(&format!("[changed] fastpoetry starting on tcp:{changed}"));
+    // A client of the unchanged service, in the middle of its poem.
+    let mut reader = TcpStream::connect(("127.0.0.1", kept)).unwrap();
+    reader.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut first = vec![0; 1000];
+    reader.read_exact(&mut first).unwrap();
+
+    std::fs::write(
+        &app,
+        [
+            service("kept", kept, "big.txt"),
+            service(
+                "changed",
+                changed,
+                &poem("ecstasy.txt").display().to_string(),
+            ),
+            service("added", added, "science.txt"),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    host.signal(libc::SIGHUP);
+    host.wait_for_line("Received SIGHUP, re-read");
+    let summary = host.wait_for_line("Received SIGHUP, re-read");
+    assert!(
+        summary.ends_with("added added; removed removed; restarted changed; unchanged kept."),
+        "{summary}"
+    );
+    assert!(refused(removed));
+    assert_eq!(fetch(changed).len(), 3003, "restarted with the new poem");
+    assert_eq!(fetch(added).len(), 653);
+    // The unchanged service was not restarted: the same connection goes on to the end.
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    assert_eq!(first.len() + rest.len(), BIG_POEM_BYTES);
+    assert_eq!(
+        host.stdout()
+            .matches("[kept] fastpoetry starting on")
+            .count(),
+        1
+    );
+
+    // A broken file changes nothing.
+    std::fs::write(
+        &app,
+        "[[service]]\nplugin = \"fastpoetry\"\noptions = { port = \"x\" }\n",
+    )
+    .unwrap();
+    host.signal(libc::SIGHUP);
+    host.wait_for_line("has 1 problem; nothing changed.");
+    assert!(host.stdout().contains("error: "), "{}", host.stdout());
+    assert_eq!(fetch(added).len(), 653);
+    assert_eq!(fetch(kept).len(), BIG_POEM_BYTES);
+    host.stop();
+}
+
+#[test]
+fn a_plugin_on_the_command_line_joins_the_file_services() {
+    let dir = TempDir::new("app-cli");
+    let (from_file, from_cli) = (free_port(), free_port());
+    std::fs::write(
+        dir.join("app.toml"),
+        format!("[[service]]\nname = \"filed\"\nplugin = \"fastpoetry\"\noptions = {{ port = {from_file}, iface = \"127.0.0.1\" }}\n"),
+    )
+    .unwrap();
+    let app = dir.join("app.toml");
+    let port = from_cli.to_string();
+    let mut host = start_host(&[
+        "-n",
+        "-y",
+        app.to_str().unwrap(),
+        "fastpoetry",
+        "--port",
+        &port,
+        "--iface",
+        "127.0.0.1",
+    ]);
+    host.wait_for_line(&format!(
+        "[fastpoetry] fastpoetry starting on tcp:{from_cli}"
+    ));
+    assert_eq!(fetch(from_file).len(), 3003);
+    assert_eq!(fetch(from_cli).len(), 3003);
+    host.stop();
+    // The command line's service is checked with the file's: same port, same name.
+    let out = run_host(&[
+        "-y",
+        app.to_str().unwrap(),
+        "--check",
+        "fastpoetry",
+        "--port",
+        &from_file.to_string(),
+    ]);
+    assert_eq!(out.code(), Some(2));
+    assert!(out.stderr.contains(&format!("the service on the command line: service 'fastpoetry' would listen on TCP port {from_file}, as service 'filed' does")), "{}", out.stderr);
+}
+
+#[test]
+fn paths_in_the_file_are_relative_to_it_and_the_command_line_wins_over_host() {
+    let dir = TempDir::new("app-paths");
+    std::fs::copy(poem("science.txt"), dir.join("science.txt")).unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.join("app.toml"),
+        format!("[host]\nlogfile = \"from-file.log\"\npidfile = \"app.pid\"\nshutdown-timeout = 3\n\n[[service]]\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\", poem = \"science.txt\" }}\n"),
+    )
+    .unwrap();
+    let app = dir.join("app.toml");
+    // As a daemon, started from another directory: the pid file and log land beside the file.
+    let out = run_host(&["-y", app.to_str().unwrap()]);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(fetch(port).len(), 653, "the poem beside the file");
+    let pid: i32 = std::fs::read_to_string(dir.join("app.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    host_e2e::send_signal(pid, libc::SIGTERM).unwrap();
+    let until = Instant::now() + PATIENCE;
+    while dir.join("app.pid").exists() {
+        assert!(Instant::now() < until, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = std::fs::read_to_string(dir.join("from-file.log")).unwrap();
+    assert!(log.contains("loaded a poem from"), "{log}");
+
+    // The command line wins: its log file, not the file's.
+    let elsewhere = TempDir::new("app-paths-cli");
+    let cli_log = elsewhere.join("cli.log");
+    let mut host = Running::start(&[
+        "--logfile",
+        cli_log.to_str().unwrap(),
+        "--pidfile",
+        "",
+        "-n",
+        "-y",
+        app.to_str().unwrap(),
+    ]);
+    let until = Instant::now() + PATIENCE;
+    while !std::fs::read_to_string(&cli_log)
+        .unwrap_or_default()
+        .contains("starting on")
+    {
+        assert!(
+            Instant::now() < until,
+            "nothing logged to the command line's log file"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    host.stop();
+}
+
+#[test]
+fn with_uid_every_service_runs_as_that_user() {
+    if !host_e2e::is_root() {
+        eprintln!("skipped: needs root to switch users");
+        return;
+    }
+    let dir = TempDir::new("app-uid");
+    let (a, b) = (free_port(), free_port());
+    std::fs::write(
+        dir.join("app.toml"),
+        format!("[host]\nuid = \"nobody\"\n\n[[service]]\nname = \"a\"\nplugin = \"fastpoetry\"\noptions = {{ port = {a}, iface = \"127.0.0.1\" }}\n\n[[service]]\nname = \"b\"\nplugin = \"fastpoetry\"\noptions = {{ port = {b}, iface = \"127.0.0.1\" }}\n"),
+    )
+    .unwrap();
+    let mut host = start_host(&["-n", "-y", dir.join("app.toml").to_str().unwrap()]);
+    host.wait_for_line("Switched to uid");
+    assert_eq!(fetch(a).len(), 3003);
+    assert_eq!(fetch(b).len(), 3003);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", host.pid())).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid.split_whitespace().skip(1).all(|id| id == "65534"),
+        "{uid}"
+    );
+    host.stop();
+}
