@@ -242,9 +242,10 @@ async fn stop_everything(hangups: &mut Hangups, running: &Running, deadline: Dur
     .await;
 }
 
-/// Stops one service, giving in-flight work `deadline`.
+/// Stops one service, giving in-flight work `deadline` (in whole milliseconds, rounded up, so
+/// a service given what is left of a second is told a second).
 fn stop(instance: &Instance, deadline: Duration) {
-    let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+    let deadline_ms = u64::try_from(deadline.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
     if let Err(e) = lock(&instance.service).stop(deadline_ms).into_result() {
         warn!("{} did not stop cleanly: {e}", instance.name());
     }
