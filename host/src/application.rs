@@ -7,13 +7,14 @@
 //! SIGUSR1's reopen on the log's writer thread. So SIGTERM always starts the shutdown at once,
 //! and a second SIGTERM or SIGINT always exits.
 
+use crate::admin::{Admin, Health};
 use crate::app::{Declared, OnFailure};
-use crate::instances::{lock, Ended, Instance, Maker};
+use crate::instances::{lock, Ended, Instance, Maker, Running, State};
 use crate::logging::LogSink;
 use crate::process::privileges::{self, Identity};
 use crate::process::systemd;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -35,6 +36,8 @@ const FLUSH_PATIENCE: Duration = Duration::from_secs(2);
 
 /// How to run the services, from the global options.
 pub struct Settings {
+    /// Where to serve the admin endpoint, if anywhere.
+    pub admin: Option<plugin_api::Endpoint>,
     pub shutdown_timeout: Duration,
     pub chroot: Option<PathBuf>,
     pub identity: Option<Identity>,
@@ -45,18 +48,6 @@ impl Settings {
     /// How long stopping may take, the plugins' own deadline and the grace beyond it.
     fn stop_patience(&self) -> Duration {
         self.shutdown_timeout + STOP_GRACE
-    }
-}
-
-/// The running services, in declaration order, shared by the main loop and SIGHUP's thread.
-#[derive(Clone)]
-struct Running(Arc<Mutex<Vec<Instance>>>);
-
-impl Running {
-    fn list(&self) -> MutexGuard<'_, Vec<Instance>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -76,6 +67,8 @@ enum Event {
     Signal(Received),
     Ended(Ended),
     HangupProgress,
+    /// A second passed: the heartbeat `/healthz` watches, and systemd's watchdog.
+    Tick,
 }
 
 /// Starts `instances` and runs them until SIGINT/SIGTERM or until one ends that takes the host
@@ -97,7 +90,8 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the main loop: {e}"))?;
-    let running = Running(Arc::new(Mutex::new(instances)));
+    let running = Running::new(instances);
+    let health = Arc::new(Health::default());
     let hangups = Hangups {
         work: Arc::new(HangupWork {
             running: running.clone(),
@@ -108,7 +102,9 @@ pub fn run(
         running: None,
         again: false,
     };
-    let outcome = run_on(&runtime, running, hangups, ended, &settings, started);
+    let outcome = run_on(
+        &runtime, running, hangups, ended, &settings, &health, started,
+    );
     // Never wait here for a blocking thread that a plugin holds (a reload that never returns).
     runtime.shutdown_background();
     outcome
@@ -120,32 +116,59 @@ fn run_on(
     mut hangups: Hangups,
     mut ended: UnboundedReceiver<Ended>,
     settings: &Settings,
+    health: &Arc<Health>,
     started: impl FnOnce(),
 ) -> Result<(), String> {
     let mut signals = runtime
         .block_on(async { Signals::new() })
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     // Bound first: a guard in an `if let` scrutinee would live through its body.
-    let start_result = start_all(&running.list(), settings);
-    if let Err(message) = start_result {
-        error!("{message}");
-        return Err(message);
-    }
+    let start_result = start_all(&running, settings, health);
+    let admin = match start_result {
+        Ok(admin) => admin,
+        Err(message) => {
+            error!("{message}");
+            return Err(message);
+        }
+    };
+    health.set_ready();
     started();
+    let count = running.list().len();
+    tell_systemd(&format!(
+        "STATUS=Serving {count} service{}",
+        if count == 1 { "" } else { "s" }
+    ));
+    let watchdog = systemd::watchdog_interval();
+    let mut last_ping = std::time::Instant::now();
 
     let mut failed = false;
     let ending = runtime.block_on(async {
+        let mut ticks = tokio::time::interval(
+            watchdog.map_or(Duration::from_secs(1), |w| w.min(Duration::from_secs(1))),
+        );
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let event = tokio::select! {
                 received = signals.next() => Event::Signal(received),
                 Some(end) = ended.recv() => Event::Ended(end),
                 () = hangups.progress() => Event::HangupProgress,
+                _ = ticks.tick() => Event::Tick,
             };
             match event {
                 Event::Signal(Received::Shutdown(signal)) => break Ending::Signal(signal),
                 Event::Signal(Received::Hangup) => hangups.request(),
                 Event::Signal(Received::Reopen) => settings.log.request_reopen(),
                 Event::HangupProgress => {}
+                Event::Tick => {
+                    health.beat();
+                    // Pinged only from here: if this loop stalls, systemd notices.
+                    if let Some(every) = watchdog.filter(|every| last_ping.elapsed() >= *every) {
+                        last_ping = std::time::Instant::now();
+                        if let Err(e) = systemd::notify("WATCHDOG=1") {
+                            tracing::debug!("watchdog: {e} (every {every:?})");
+                        }
+                    }
+                }
                 Event::Ended((id, outcome)) => {
                     let mut list = running.list();
                     // An instance already replaced or stopped: its end is no news.
@@ -157,11 +180,18 @@ fn run_on(
                         break Ending::Ended(name, outcome);
                     }
                     match &outcome {
-                        Some(e) => error!("{name} failed: {e}; the other services go on (on-failure = \"log\")."),
+                        Some(e) => {
+                            error!("{name} failed: {e}; the other services go on (on-failure = \"log\").");
+                            health.record_failure(&name, e);
+                        }
                         None => info!("{name} ended by itself; the other services go on (on-failure = \"log\")."),
                     }
                     failed |= outcome.is_some();
                     let instance = list.remove(index);
+                    instance.set_state(match outcome {
+                        Some(_) => State::Failed,
+                        None => State::Stopped,
+                    });
                     // Whatever it still holds is released off this thread.
                     let deadline = settings.shutdown_timeout;
                     tokio::task::spawn_blocking(move || stop(&instance, deadline));
@@ -172,9 +202,9 @@ fn run_on(
             }
         }
     });
-    if let Err(e) = systemd::notify("STOPPING=1") {
-        warn!("{e}");
-    }
+    // Not ready from this moment: load balancers stop sending while connections drain.
+    health.set_stopping();
+    tell_systemd("STOPPING=1\nSTATUS=Stopping");
     let failure = match ending {
         Ending::Signal(signal) => {
             info!("Received {signal}, shutting down.");
@@ -219,6 +249,9 @@ fn run_on(
         }
         Ok(Ok(())) => {}
     }
+    if let Some(admin) = admin {
+        admin.stop();
+    }
     info!("Main loop terminated.");
     info!("Server Shut Down.");
     failure.map_or(Ok(()), Err)
@@ -230,6 +263,9 @@ fn run_on(
 async fn stop_everything(hangups: &mut Hangups, running: &Running, deadline: Duration) {
     hangups.finish().await;
     let instances: Vec<Instance> = running.list().drain(..).rev().collect();
+    for instance in &instances {
+        instance.set_state(State::Stopping);
+    }
     let _ = tokio::task::spawn_blocking(move || {
         let end = std::time::Instant::now() + deadline;
         for instance in &instances {
@@ -249,6 +285,16 @@ fn stop(instance: &Instance, deadline: Duration) {
     if let Err(e) = lock(&instance.service).stop(deadline_ms).into_result() {
         warn!("{} did not stop cleanly: {e}", instance.name());
     }
+    if instance.status().state != State::Failed {
+        instance.set_state(State::Stopped);
+    }
+}
+
+/// Tells systemd, if it is listening; a failure is logged and changes nothing.
+fn tell_systemd(state: &str) {
+    if let Err(e) = systemd::notify(state) {
+        warn!("{e}");
+    }
 }
 
 /// Exits with status 1 now, after giving the log a moment to write what it holds.
@@ -257,10 +303,15 @@ fn exit_now(log: &LogSink) -> ! {
     std::process::exit(1)
 }
 
-/// Binds every service, then gives up privileges, then starts them in order: so a service may
-/// listen on port 80 and still never serve a client as root. If any step fails, what was
-/// started is stopped again, in reverse, and the error names the service.
-fn start_all(instances: &[Instance], settings: &Settings) -> Result<(), String> {
+/// Binds every service (and the admin endpoint), then gives up privileges, then starts them in
+/// order: so a service may listen on port 80 and still never serve a client as root. If any
+/// step fails, what was started is stopped again, in reverse, and the error names the service.
+fn start_all(
+    running: &Running,
+    settings: &Settings,
+    health: &Arc<Health>,
+) -> Result<Option<Admin>, String> {
+    let instances = running.list().clone();
     for (index, instance) in instances.iter().enumerate() {
         let bound = lock(&instance.service).privileged_start().into_result();
         if let Err(e) = bound {
@@ -268,18 +319,31 @@ fn start_all(instances: &[Instance], settings: &Settings) -> Result<(), String> 
             return Err(format!("{} failed to start: {e}", instance.name()));
         }
     }
-    if let Err(e) = give_up_privileges(settings) {
-        stop_now(instances);
-        return Err(e);
-    }
-    for instance in instances {
+    let admin = settings
+        .admin
+        .as_ref()
+        .map(|endpoint| Admin::start(endpoint, health.clone(), running.clone()))
+        .transpose()
+        .and_then(|admin| give_up_privileges(settings).map(|()| admin));
+    let admin = match admin {
+        Ok(admin) => admin,
+        Err(e) => {
+            stop_now(&instances);
+            return Err(e);
+        }
+    };
+    for instance in &instances {
         let started = lock(&instance.service).start().into_result();
         if let Err(e) = started {
-            stop_now(instances);
+            stop_now(&instances);
+            if let Some(admin) = admin {
+                admin.stop();
+            }
             return Err(format!("{} failed to start: {e}", instance.name()));
         }
+        instance.set_state(State::Running);
     }
-    Ok(())
+    Ok(admin)
 }
 
 fn give_up_privileges(settings: &Settings) -> Result<(), String> {

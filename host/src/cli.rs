@@ -44,8 +44,9 @@ pub struct LogOptions {
     pub prefix: String,
 }
 
-/// How the process lives: daemon or not, pid file, privileges, shutdown.
+/// How the process lives: daemon or not, pid file, privileges, shutdown, the admin endpoint.
 pub struct ProcessOptions {
+    pub admin: Option<plugin_api::Endpoint>,
     pub nodaemon: bool,
     /// `None` when `--pidfile ''` asks for no pid file.
     pub pidfile: Option<PathBuf>,
@@ -76,6 +77,11 @@ pub fn command() -> Command {
         .arg(
             flag("check", None, "Check --config FILE and every service's options, loading no plugin and binding nothing; exit 2 if anything is wrong")
                 .requires("config"),
+        )
+        .next_help_heading("Operations")
+        .arg(
+            value("admin", None, "ENDPOINT", "Serve /healthz, /readyz, /metrics and /services over HTTP on ENDPOINT, e.g. tcp:9100:interface=127.0.0.1 [default: off]")
+                .value_parser(|text: &str| text.parse::<plugin_api::Endpoint>().map_err(|e| e.to_string())),
         )
         .next_help_heading("Process")
         .arg(flag("nodaemon", Some('n'), "Run in the foreground, logging to stdout"))
@@ -227,6 +233,10 @@ pub fn parse(cli: &ArgMatches, file: Option<&ArgMatches>) -> GlobalOptions {
             prefix: string("prefix").expect("has a default"),
         },
         process: ProcessOptions {
+            admin: layers
+                .source("admin")
+                .get_one::<plugin_api::Endpoint>("admin")
+                .cloned(),
             nodaemon: layers.source("nodaemon").get_flag("nodaemon"),
             pidfile: string("pidfile")
                 .filter(|p| !p.is_empty())

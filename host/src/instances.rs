@@ -8,6 +8,7 @@ use abi_stable::std_types::RResult;
 use plugin_api::abi::{ServiceBox, RELOAD};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::level_filters::LevelFilter;
 use tracing::{error, info, warn};
@@ -32,11 +33,77 @@ pub struct Instance {
     pub id: u64,
     pub spec: ServiceSpec,
     pub service: SharedService,
+    /// Where it is in its life: for the admin endpoint's `/services`.
+    status: Arc<Mutex<Status>>,
+}
+
+/// Where a service is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Failed,
+}
+
+/// A service's state, since when, and when it started serving.
+#[derive(Debug, Clone, Copy)]
+pub struct Status {
+    pub state: State,
+    pub since: SystemTime,
+    pub started: Option<SystemTime>,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+        }
+    }
 }
 
 impl Instance {
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    pub fn set_state(&self, state: State) {
+        let now = SystemTime::now();
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.state = state;
+        status.since = now;
+        if state == State::Running {
+            status.started.get_or_insert(now);
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Calls extension `name` of the service without waiting long for it: a service busy with
+    /// a reload or a stop (which hold it) gets `None` after `patience`, as does one without the
+    /// extension. For the admin endpoint, which must answer whatever the services are doing.
+    pub fn ask(&self, name: &str, patience: Duration) -> Option<String> {
+        let until = Instant::now() + patience;
+        loop {
+            if let Ok(mut service) = self.service.try_lock() {
+                return service
+                    .call_extension(name.into(), "".into())
+                    .into_option()
+                    .and_then(|reply| reply.into_result().ok())
+                    .map(|reply| reply.into_string());
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// SIGHUP for a service that was not restarted: the `reload/1` extension, if it offers it.
@@ -106,6 +173,28 @@ impl Maker {
             id,
             spec,
             service: Arc::new(Mutex::new(service)),
+            status: Arc::new(Mutex::new(Status {
+                state: State::Starting,
+                since: SystemTime::now(),
+                started: None,
+            })),
         })
+    }
+}
+
+/// The running services, in declaration order; shared by the main loop, SIGHUP's thread and
+/// the admin endpoint.
+#[derive(Clone, Default)]
+pub struct Running(Arc<Mutex<Vec<Instance>>>);
+
+impl Running {
+    pub fn new(instances: Vec<Instance>) -> Self {
+        Self(Arc::new(Mutex::new(instances)))
+    }
+
+    pub fn list(&self) -> MutexGuard<'_, Vec<Instance>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

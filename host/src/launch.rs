@@ -94,6 +94,7 @@ pub fn launch(
         }
         Ok(pid_file) => {
             let settings = Settings {
+                admin: process.admin.clone(),
                 shutdown_timeout: process.shutdown_timeout,
                 chroot: process.chroot.clone(),
                 identity,

@@ -5,6 +5,7 @@
 //! Running the services, from opening the log to the last line, is `launch`'s job; the main
 //! loop is `application`'s.
 
+mod admin;
 mod app;
 mod application;
 mod cli;

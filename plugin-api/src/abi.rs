@@ -17,6 +17,8 @@
 //! | [`RELOAD`] | a service | empty | empty | 1.1 |
 //! | [`HOST_VERSION`] | the host | empty | the host's plugin-api version, e.g. `1.2.0` | 1.2 |
 //! | [`SYSTEMD_SOCKET`] | the host | a socket index, e.g. `0` | empty, or why it cannot be had | 1.2 |
+//! | [`METRICS`] | a service | empty | its metric families and samples, JSON | 1.2 |
+//! | [`ABOUT`] | a service | empty | `{"plugin_version": …, "endpoints": […]}` | 1.2 |
 //!
 //! Plugin authors do not use this module directly: [`export_service_maker!`](crate::export_service_maker)
 //! generates the root module, and the kit adapts a [`Service`](crate::Service) to
@@ -256,6 +258,15 @@ pub const RELOAD: &str = "reload/1";
 /// libraries they come from. An error reply says which service holds it. A host that does not
 /// offer it leaves each library to keep its own claims.
 pub const SYSTEMD_SOCKET: &str = "systemd-socket/1";
+
+/// The extension `metrics/1`: the service's metrics, as a JSON list of families (name, help,
+/// type, label names, histogram bounds, samples); the host adds a `service` label and serves them
+/// in the Prometheus format.
+pub const METRICS: &str = "metrics/1";
+
+/// The extension `about/1`: facts about the service for the host's `/services` page, as JSON:
+/// the plugin crate's version and the endpoints the service listens on.
+pub const ABOUT: &str = "about/1";
 
 /// The extension `host-version/1`: the host's plugin-api version (`1.2.0`). A host that does
 /// not offer it is older than 1.2. The kit asks before `make_service`, to refuse cleanly when

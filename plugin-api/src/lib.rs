@@ -29,6 +29,7 @@ pub use kit::endpoint::{
 };
 pub use kit::error::{Error, Result};
 pub use kit::files;
+pub use kit::metrics;
 pub use kit::multi::MultiService;
 pub use kit::options::{parse_duration, Options};
 pub use kit::serve::{ConnectionLimits, WhenFull};

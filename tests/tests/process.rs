@@ -660,9 +660,11 @@ fn systemd_hears_ready_once_serving_and_stopping_on_shutdown() {
         format!("READY=1\nMAINPID={}", host.pid())
     );
     assert_eq!(fetch(host.port()).len(), 3003, "ready means serving");
+    let n = manager.recv(&mut buffer).unwrap();
+    assert_eq!(&buffer[..n], b"STATUS=Serving 1 service");
     host.signal(libc::SIGTERM);
     let n = manager.recv(&mut buffer).unwrap();
-    assert_eq!(&buffer[..n], b"STOPPING=1");
+    assert_eq!(&buffer[..n], b"STOPPING=1\nSTATUS=Stopping");
     assert_eq!(host.wait().code(), Some(0));
 }
 

@@ -4,9 +4,9 @@
 //! one (other options, or its library replaced) is stopped, then started as declared now, so
 //! its sockets are closed for the moment in between. A file with any problem changes nothing.
 
-use super::{stop, Running};
+use super::stop;
 use crate::app::Declared;
-use crate::instances::{lock, Instance, Maker};
+use crate::instances::{lock, Instance, Maker, Running, State};
 use std::time::Duration;
 use tracing::{error, info};
 
@@ -117,7 +117,10 @@ fn start(instance: Instance) -> Result<Instance, String> {
             .and_then(|()| service.start().into_result())
     };
     match outcome {
-        Ok(()) => Ok(instance),
+        Ok(()) => {
+            instance.set_state(State::Running);
+            Ok(instance)
+        }
         Err(e) => {
             stop(&instance, Duration::ZERO);
             Err(format!("{} failed to start: {e}", instance.name()))

@@ -7,7 +7,7 @@
 
 use crate::abi::{
     AbiService, AbiService_TO, HostContext, OptionSpec, OptionValue, PluginInfo, ServiceBox,
-    ServiceMaker, ServiceMakerRef, HOST_VERSION, RELOAD,
+    ServiceMaker, ServiceMakerRef, ABOUT, HOST_VERSION, METRICS, RELOAD,
 };
 use crate::kit::error::Result;
 use crate::kit::options::Options;
@@ -43,10 +43,11 @@ pub fn info(
     })
 }
 
-/// The body of the generated `make_service` entry point.
+/// The body of the generated `make_service` entry point; `version` is the plugin crate's.
 pub fn make_service<S: Service>(
     values: RVec<OptionValue>,
     host: HostContext,
+    version: &'static str,
     options: fn() -> Vec<OptionSpec>,
     make: fn(&Options) -> Result<S>,
 ) -> RResult<ServiceBox, RString> {
@@ -59,6 +60,7 @@ pub fn make_service<S: Service>(
                 ServiceRunner {
                     service: Box::new(service),
                     host,
+                    version,
                     scope: scope.clone(),
                     runtime: None,
                     tasks: None,
@@ -122,6 +124,8 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
 struct ServiceRunner {
     service: Box<dyn Service>,
     host: HostContext,
+    /// The plugin crate's version, for the host's `/services`.
+    version: &'static str,
     /// Every call from the host runs in it, and every thread of the runtime.
     scope: ServiceScope,
     runtime: Option<tokio::runtime::Runtime>,
@@ -224,17 +228,28 @@ impl ServiceRunner {
         name: RStr<'_>,
         _request: RStr<'_>,
     ) -> ROption<RResult<RString, RString>> {
-        if name.as_str() != RELOAD {
-            return RNone;
-        }
-        let Some(runtime) = &self.runtime else {
-            return RNone;
-        };
-        let _entered = runtime.enter();
-        match guard(|| self.service.reload().transpose()) {
-            ROk(None) => RNone,
-            ROk(Some(())) => RSome(ROk(RString::new())),
-            RErr(error) => RSome(RErr(error)),
+        match name.as_str() {
+            METRICS => RSome(ROk(self.scope.metrics().snapshot().into())),
+            ABOUT => {
+                let about = serde_json::json!({
+                    "plugin_version": self.version,
+                    "endpoints": self.scope.endpoints(),
+                });
+                RSome(ROk(about.to_string().into()))
+            }
+            RELOAD => {
+                if self.runtime.is_none() {
+                    return RNone;
+                }
+                let runtime = self.runtime.as_ref().expect("checked above");
+                let _entered = runtime.enter();
+                match guard(|| self.service.reload().transpose()) {
+                    ROk(None) => RNone,
+                    ROk(Some(())) => RSome(ROk(RString::new())),
+                    RErr(error) => RSome(RErr(error)),
+                }
+            }
+            _ => RNone,
         }
     }
 }
@@ -273,7 +288,13 @@ macro_rules! export_service_maker {
                 values: __abi::std_types::RVec<$crate::abi::OptionValue>,
                 host: $crate::abi::HostContext,
             ) -> __abi::std_types::RResult<$crate::abi::ServiceBox, __abi::std_types::RString> {
-                $crate::__private::make_service(values, host, $options, $make_service)
+                $crate::__private::make_service(
+                    values,
+                    host,
+                    env!("CARGO_PKG_VERSION"),
+                    $options,
+                    $make_service,
+                )
             }
 
             fn __root_module() -> $crate::abi::ServiceMakerRef {

@@ -6,6 +6,7 @@ pub mod error;
 pub mod export;
 pub mod files;
 mod log_bridge;
+pub mod metrics;
 pub mod multi;
 pub mod option_spec;
 pub mod options;

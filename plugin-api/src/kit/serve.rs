@@ -5,8 +5,9 @@
 //! Modelled on tokio's mini-redis (a semaphore for the connection limit, back-off on accept
 //! errors) and axum's `serve`: the plugin writes only the per-connection handler.
 
-use crate::kit::endpoint::{Listener, PeerAddr, Stream};
+use crate::kit::endpoint::{Listener, PeerAddr, Stream, Tally};
 use crate::kit::error::{Error, Result};
+use crate::kit::metrics::{self, CounterChild, GaugeChild, HistogramChild};
 use crate::kit::options::Options;
 use crate::kit::service::Tasks;
 use futures_util::FutureExt;
@@ -192,8 +193,54 @@ impl Tasks {
             listener,
             limits.clone(),
             Arc::new(handler),
+            ServeMetrics::register(),
             self.clone(),
         ));
+    }
+}
+
+/// What the serving loop counts for every service, served by the host's admin endpoint.
+#[derive(Clone)]
+struct ServeMetrics {
+    accepted: CounterChild,
+    open: GaugeChild,
+    refused: CounterChild,
+    failed: CounterChild,
+    accept_errors: CounterChild,
+    duration: HistogramChild,
+    received: CounterChild,
+    sent: CounterChild,
+}
+
+impl ServeMetrics {
+    /// The serving loop's metrics of the current service (the same ones for all its listeners).
+    fn register() -> Self {
+        let counter = |name: &str, help: &str| metrics::counter(name, help, &[]).with(&[]);
+        Self {
+            accepted: counter("host_connections_accepted_total", "Connections accepted."),
+            open: metrics::gauge("host_connections_open", "Connections being served.", &[]).with(&[]),
+            refused: counter(
+                "host_connections_refused_total",
+                "Connections refused by the connection limits (--max-connections, per address).",
+            ),
+            failed: counter(
+                "host_connection_errors_total",
+                "Connections whose handler failed (an error other than the client leaving, or a panic).",
+            ),
+            accept_errors: counter(
+                "host_accept_errors_total",
+                "Failed accepts that the listener survived (out of descriptors, memory, buffers).",
+            ),
+            duration: metrics::histogram(
+                "host_connection_duration_seconds",
+                "How long connections were served, from accept to close.",
+                &[],
+                &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0],
+            )
+            .with(&[]),
+            received: counter("host_received_bytes_total", "Bytes received from clients."),
+            sent: counter("host_sent_bytes_total", "Bytes sent to clients."),
+        }
     }
 }
 
@@ -201,6 +248,7 @@ async fn accept_loop<H, F>(
     listener: Listener,
     limits: ConnectionLimits,
     handler: Arc<H>,
+    metrics: ServeMetrics,
     tasks: Tasks,
 ) -> Result<()>
 where
@@ -226,16 +274,20 @@ where
         let (connection, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                backoff.failed(&name, e).await;
+                if backoff.failed(&name, e).await {
+                    metrics.accept_errors.inc();
+                }
                 continue;
             }
         };
         backoff.succeeded();
+        metrics.accepted.inc();
         let slot = match reserved {
             Some(permit) => limits.admit_address(Some(permit), &peer),
             None => limits.try_admit(&peer),
         };
         let Some(slot) = slot else {
+            metrics.refused.inc();
             debug!("refused a connection from {peer}: over the connection limit");
             let reply = match &limits.when_full {
                 WhenFull::Refuse { reply } => reply.clone(),
@@ -246,27 +298,40 @@ where
         };
         let handler = handler.clone();
         let open = tasks.open_connection();
+        let metrics = metrics.clone();
         tasks.spawn_tracked(async move {
             let _slot = slot;
             let _open = open;
+            let began = Instant::now();
+            metrics.open.add(1);
+            let tally = Tally::new(metrics.received.clone(), metrics.sent.clone());
             let served = async {
-                let stream = connection.ready().await?;
+                let stream = connection.ready().await?.counted(tally);
                 handler(stream, peer).await
             };
-            match AssertUnwindSafe(served).catch_unwind().await {
-                Ok(Ok(())) => {}
+            let failed = match AssertUnwindSafe(served).catch_unwind().await {
+                Ok(Ok(())) => false,
                 Ok(Err(e)) => log_failure(Some(&peer), &e),
                 // The plugin's panic hook has logged where; this says whose connection it was.
-                Err(_) => warn!("connection from {peer} failed: the handler panicked"),
+                Err(_) => {
+                    warn!("connection from {peer} failed: the handler panicked");
+                    true
+                }
+            };
+            if failed {
+                metrics.failed.inc();
             }
+            metrics.open.add(-1);
+            metrics.duration.observe(began.elapsed().as_secs_f64());
         });
     }
     info!("(Port {name} Closed)");
     Ok(())
 }
 
-/// Logs a connection's error: a client that went away is routine, anything else is not.
-pub(crate) fn log_failure(peer: Option<&PeerAddr>, error: &Error) {
+/// Logs a connection's error: a client that went away is routine, anything else is not (and
+/// is what this returns `true` for).
+pub(crate) fn log_failure(peer: Option<&PeerAddr>, error: &Error) -> bool {
     let client_left = error.downcast_ref::<io::Error>().is_some_and(|e| {
         matches!(
             e.kind(),
@@ -282,6 +347,7 @@ pub(crate) fn log_failure(peer: Option<&PeerAddr>, error: &Error) {
         true => info!("connection{from} ended: {error}"),
         false => warn!("connection{from} failed: {error}"),
     }
+    !client_left
 }
 
 /// What to do after an accept error: skip it, or wait before the next try.
@@ -321,10 +387,11 @@ impl Backoff {
     const LONGEST: Duration = Duration::from_secs(1);
     const REPORT_EVERY: Duration = Duration::from_secs(1);
 
-    async fn failed(&mut self, listener: &str, error: io::Error) {
+    /// Waits as long as `error` calls for; `false` if it was one connection's error, skipped.
+    async fn failed(&mut self, listener: &str, error: io::Error) -> bool {
         if belongs_to_one_connection(&error) {
             debug!("accept on {listener}: {error}; skipped");
-            return;
+            return false;
         }
         // Out of descriptors (EMFILE, ENFILE), buffers (ENOBUFS) or memory (ENOMEM), or
         // anything unexpected: the pending connection stays queued, so try again later rather
@@ -345,6 +412,7 @@ impl Backoff {
         }
         self.delay = (self.delay * 2).clamp(Self::FIRST, Self::LONGEST);
         tokio::time::sleep(self.delay).await;
+        true
     }
 
     fn succeeded(&mut self) {

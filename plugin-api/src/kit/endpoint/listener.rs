@@ -3,6 +3,7 @@
 use super::stream::{PeerAddr, Stream};
 use super::tls::TlsConfig;
 use super::{Endpoint, EndpointError};
+use crate::kit::scope::ServiceScope;
 use crate::kit::socket_activation::{self, Adopted};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -137,6 +138,12 @@ impl Listener {
 }
 
 pub(super) fn bind(endpoint: &Endpoint) -> Result<Listener, EndpointError> {
+    let listener = bind_socket(endpoint)?;
+    ServiceScope::record_endpoint(listener.local_endpoint());
+    Ok(listener)
+}
+
+fn bind_socket(endpoint: &Endpoint) -> Result<Listener, EndpointError> {
     let fail = |source| EndpointError::Bind {
         endpoint: endpoint.to_string(),
         source,

@@ -25,6 +25,7 @@ mod tls;
 
 pub use client::{ClientEndpoint, HostPort};
 pub use listener::Listener;
+pub(crate) use stream::Tally;
 pub use stream::{PeerAddr, Stream};
 pub use tls::TlsConfig;
 

@@ -1,6 +1,7 @@
 //! [`Stream`]: one connection, whatever it runs over (TCP, a Unix socket, TLS over TCP), read
 //! and written with tokio's `AsyncReadExt`/`AsyncWriteExt`.
 
+use crate::kit::metrics::CounterChild;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -43,6 +44,35 @@ impl fmt::Display for PeerAddr {
 /// is one without TLS (for `TCP_NODELAY`, `splice`, `sendfile`).
 pub struct Stream {
     io: Io,
+    /// Bytes each way, counted for the serving loop's metrics when it made the stream.
+    tally: Option<Tally>,
+}
+
+/// A connection's bytes each way, added to the service's counters when it closes, so the
+/// hot path costs an addition, not an atomic operation.
+pub(crate) struct Tally {
+    received: CounterChild,
+    sent: CounterChild,
+    read: u64,
+    written: u64,
+}
+
+impl Tally {
+    pub(crate) fn new(received: CounterChild, sent: CounterChild) -> Self {
+        Self {
+            received,
+            sent,
+            read: 0,
+            written: 0,
+        }
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        self.received.add(self.read);
+        self.sent.add(self.written);
+    }
 }
 
 enum Io {
@@ -66,6 +96,7 @@ impl From<TcpStream> for Stream {
     fn from(stream: TcpStream) -> Self {
         Self {
             io: Io::Tcp(stream),
+            tally: None,
         }
     }
 }
@@ -74,6 +105,7 @@ impl From<UnixStream> for Stream {
     fn from(stream: UnixStream) -> Self {
         Self {
             io: Io::Unix(stream),
+            tally: None,
         }
     }
 }
@@ -82,6 +114,7 @@ impl From<tokio_rustls::server::TlsStream<TcpStream>> for Stream {
     fn from(stream: tokio_rustls::server::TlsStream<TcpStream>) -> Self {
         Self {
             io: Io::Tls(Box::new(stream)),
+            tally: None,
         }
     }
 }
@@ -101,8 +134,17 @@ impl Stream {
     pub fn into_tcp(self) -> Result<TcpStream, Self> {
         match self.io {
             Io::Tcp(stream) => Ok(stream),
-            io => Err(Self { io }),
+            io => Err(Self {
+                io,
+                tally: self.tally,
+            }),
         }
+    }
+
+    /// Counts this stream's bytes into `tally` from now on.
+    pub(crate) fn counted(mut self, tally: Tally) -> Self {
+        self.tally = Some(tally);
+        self
     }
 
     /// The TCP socket underneath, TLS or not: for its addresses and socket options only
@@ -151,8 +193,8 @@ impl Stream {
 }
 
 macro_rules! each_io {
-    ($self:ident, $stream:ident => $body:expr) => {
-        match &mut $self.get_mut().io {
+    ($io:expr, $stream:ident => $body:expr) => {
+        match $io {
             Io::Tcp($stream) => $body,
             Io::Unix($stream) => $body,
             Io::Tls($stream) => $body,
@@ -166,7 +208,23 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        each_io!(self, s => Pin::new(s).poll_read(cx, buf))
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = each_io!(&mut this.io, s => Pin::new(s).poll_read(cx, buf));
+        if let (Poll::Ready(Ok(())), Some(tally)) = (&polled, &mut this.tally) {
+            tally.read += (buf.filled().len() - before) as u64;
+        }
+        polled
+    }
+}
+
+impl Stream {
+    /// Counts what a write reports written.
+    fn wrote(&mut self, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let (Poll::Ready(Ok(n)), Some(tally)) = (&polled, &mut self.tally) {
+            tally.written += *n as u64;
+        }
+        polled
     }
 }
 
@@ -176,7 +234,9 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        each_io!(self, s => Pin::new(s).poll_write(cx, buf))
+        let this = self.get_mut();
+        let polled = each_io!(&mut this.io, s => Pin::new(s).poll_write(cx, buf));
+        this.wrote(polled)
     }
 
     fn poll_write_vectored(
@@ -184,22 +244,20 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        each_io!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+        let this = self.get_mut();
+        let polled = each_io!(&mut this.io, s => Pin::new(s).poll_write_vectored(cx, bufs));
+        this.wrote(polled)
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.io {
-            Io::Tcp(s) => s.is_write_vectored(),
-            Io::Unix(s) => s.is_write_vectored(),
-            Io::Tls(s) => s.is_write_vectored(),
-        }
+        each_io!(&self.io, s => s.is_write_vectored())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each_io!(self, s => Pin::new(s).poll_flush(cx))
+        each_io!(&mut self.get_mut().io, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each_io!(self, s => Pin::new(s).poll_shutdown(cx))
+        each_io!(&mut self.get_mut().io, s => Pin::new(s).poll_shutdown(cx))
     }
 }

@@ -1,0 +1,92 @@
+//! What `/healthz` and `/readyz` answer: whether the main loop is alive and no service has
+//! failed, and whether every service has started and no shutdown has begun.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long the main loop may go without a heartbeat before `/healthz` calls it stalled: it
+/// beats every second, so this is several missed beats, not one slow one.
+const STALLED_AFTER: Duration = Duration::from_secs(5);
+
+/// The host's state as the admin endpoint reports it, updated by the main loop.
+pub struct Health {
+    /// When the process started, for `process_start_time_seconds`.
+    pub started_at: SystemTime,
+    origin: Instant,
+    /// Milliseconds after `origin` of the main loop's last heartbeat.
+    heartbeat_ms: AtomicU64,
+    ready: AtomicBool,
+    stopping: AtomicBool,
+    /// Services that failed while running, with their errors.
+    failures: Mutex<Vec<String>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            started_at: SystemTime::now(),
+            origin: Instant::now(),
+            heartbeat_ms: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            failures: Mutex::default(),
+        }
+    }
+}
+
+impl Health {
+    /// The main loop is alive.
+    pub fn beat(&self) {
+        let now = self.origin.elapsed().as_millis() as u64;
+        self.heartbeat_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Every service has started.
+    pub fn set_ready(&self) {
+        self.beat();
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// Shutdown has begun: not ready any more, whatever else holds.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// A service failed while running (and the host goes on without it).
+    pub fn record_failure(&self, service: &str, error: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("service {service} failed: {error}"));
+    }
+
+    /// `Ok` while the main loop beats and no service has failed; otherwise why not, in a line.
+    pub fn healthy(&self) -> Result<(), String> {
+        let now = self.origin.elapsed().as_millis() as u64;
+        let since =
+            Duration::from_millis(now.saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed)));
+        if self.ready.load(Ordering::Relaxed) && since > STALLED_AFTER {
+            return Err(format!(
+                "the main loop has not run for {:.1} s",
+                since.as_secs_f64()
+            ));
+        }
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        match failures.as_slice() {
+            [] => Ok(()),
+            failures => Err(failures.join("; ")),
+        }
+    }
+
+    /// `Ok` once every service has started and until shutdown begins; otherwise why not.
+    pub fn ready(&self) -> Result<(), &'static str> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err("shutting down");
+        }
+        match self.ready.load(Ordering::Relaxed) {
+            true => Ok(()),
+            false => Err("starting"),
+        }
+    }
+}

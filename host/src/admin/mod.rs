@@ -1,0 +1,157 @@
+//! The admin endpoint (`--admin ENDPOINT`): HTTP for operators and orchestrators, served by the
+//! host itself on a thread of its own, never by a plugin.
+//!
+//! - `GET /healthz`: 200 while the main loop runs and no service has failed; 503 and why.
+//! - `GET /readyz`: 200 once every service has started, 503 before that and from the moment
+//!   shutdown begins, so a load balancer stops sending before connections drain.
+//! - `GET /metrics`: the Prometheus (OpenMetrics) text format.
+//! - `GET /services`: each service as JSON: name, plugin, versions, library, state, endpoints,
+//!   start time.
+//!
+//! It listens through the kit (any endpoint: `tcp:9100:interface=127.0.0.1`,
+//! `unix:/run/host/admin.sock`) and serves with the kit's own loop, bound before privileges are
+//! dropped and closed last, after the services have drained.
+
+mod exposition;
+mod health;
+mod services;
+
+pub use health::Health;
+
+use crate::instances::Running;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use plugin_api::{ConnectionLimits, Endpoint, Tasks};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Operators' tools scrape and probe; more at once than this is a misconfiguration or an
+/// attack, and waits in the backlog.
+const MAX_CONNECTIONS: usize = 64;
+
+/// How long the admin endpoint may take to stop once the host is done.
+const STOP_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The admin endpoint, bound and serving on its own thread.
+pub struct Admin {
+    runtime: tokio::runtime::Runtime,
+    tasks: Tasks,
+}
+
+impl Admin {
+    /// Binds `endpoint` (as root, if the host runs as root: before privileges are dropped) and
+    /// starts serving.
+    pub fn start(
+        endpoint: &Endpoint,
+        health: Arc<Health>,
+        running: Running,
+    ) -> Result<Self, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(4)
+            .thread_name("admin")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the admin endpoint: {e}"))?;
+        let _entered = runtime.enter();
+        let listener = endpoint
+            .bind()
+            .map_err(|e| format!("admin endpoint: {e}"))?;
+        tracing::info!("admin endpoint on {}", listener.local_endpoint());
+        let tasks = Tasks::standalone();
+        let limits = ConnectionLimits::unlimited().max_connections(MAX_CONNECTIONS);
+        tasks.serve(listener, &limits, move |stream, _peer| {
+            let (health, running) = (health.clone(), running.clone());
+            async move {
+                let service = hyper::service::service_fn(move |request| {
+                    answer(request, health.clone(), running.clone())
+                });
+                hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await?;
+                Ok(())
+            }
+        });
+        drop(_entered);
+        Ok(Self { runtime, tasks })
+    }
+
+    /// Stops serving: after the services, so probes see the shutdown to its end.
+    pub fn stop(self) {
+        let stopped = self
+            .runtime
+            .block_on(async { tokio::time::timeout(STOP_PATIENCE, self.tasks.stop()).await });
+        if stopped.is_err() {
+            tracing::debug!("the admin endpoint's connections were cut after {STOP_PATIENCE:?}");
+        }
+        self.runtime.shutdown_background();
+    }
+}
+
+async fn answer(
+    request: Request<Incoming>,
+    health: Arc<Health>,
+    running: Running,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        response.headers_mut().insert(
+            hyper::header::ALLOW,
+            "GET, HEAD".parse().expect("a valid header"),
+        );
+        return Ok(response);
+    }
+    let response = match request.uri().path() {
+        "/healthz" => match health.healthy() {
+            Ok(()) => text(StatusCode::OK, "ok\n"),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{why}\n")),
+        },
+        "/readyz" => match health.ready() {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{why}\n")),
+        },
+        // Both ask the services through their plugins, which may wait a little on a busy one.
+        "/metrics" => {
+            let body = tokio::task::spawn_blocking(move || exposition::render(&health, &running))
+                .await
+                .unwrap_or_default();
+            with_type(
+                text(StatusCode::OK, &body),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+        }
+        "/services" => {
+            let body = tokio::task::spawn_blocking(move || services::render(&running))
+                .await
+                .unwrap_or_default();
+            with_type(text(StatusCode::OK, &body), "application/json")
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /healthz, /readyz, /metrics or /services\n",
+        ),
+    };
+    Ok(response)
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    with_type(response, "text/plain; charset=utf-8")
+}
+
+fn with_type(
+    mut response: Response<Full<Bytes>>,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}
