@@ -17,6 +17,7 @@ const BIG_POEM_LEN: usize = 10_000_000;
 const CONCURRENCY: [usize; 3] = [1, 10, 100];
 const BIG_CONCURRENCY: [usize; 2] = [1, 10];
 const COLUMNS: [&str; 2] = ["host fastpoetry", "minimal tokio"];
+const ADMIN_COLUMNS: [&str; 2] = ["host fastpoetry --admin", "minimal tokio"];
 /// Time for the last connections' tasks to end before "idle" memory is read.
 const SETTLE: Duration = Duration::from_millis(500);
 
@@ -42,17 +43,23 @@ pub fn run(options: &Options) -> Result<(), String> {
         poem.len()
     );
 
+    let admin = options.admin_scrape;
     let [host_server, baseline_server] =
-        start(&host, &baseline, Path::new(POEM), "poem", &scratch)?;
+        start(&host, &baseline, Path::new(POEM), "poem", admin, &scratch)?;
+    let scraper = admin
+        .map(|every| Scraper::start(&host_server, every))
+        .transpose()?;
     let pair = [&host_server, &baseline_server];
     let rss_started = Row::rss("idle RSS MB after start", pair)?;
     let outcomes = measure(&runtime, pair, poem.len(), &CONCURRENCY, options);
     std::thread::sleep(SETTLE);
     let rss_loaded = Row::rss("idle RSS MB after load", pair)?;
+    let scrapes = scraper.map(Scraper::stop);
     host_server.stop()?;
     baseline_server.stop()?;
 
-    let [host_server, baseline_server] = start(&host, &baseline, &big_poem, "10MB", &scratch)?;
+    let [host_server, baseline_server] =
+        start(&host, &baseline, &big_poem, "10MB", admin, &scratch)?;
     let pair = [&host_server, &baseline_server];
     let big_outcomes = measure(&runtime, pair, BIG_POEM_LEN, &BIG_CONCURRENCY, options);
     host_server.stop()?;
@@ -73,7 +80,19 @@ pub fn run(options: &Options) -> Result<(), String> {
     }
     rows.extend([rss_started, rss_loaded]);
     println!();
-    report::print_table(COLUMNS, "ratio", &rows);
+    let columns = if admin.is_some() {
+        ADMIN_COLUMNS
+    } else {
+        COLUMNS
+    };
+    report::print_table(columns, "ratio", &rows);
+    if let Some(scrapes) = scrapes {
+        println!();
+        println!(
+            "/metrics scraped {} times during the poem measurements, every one answered",
+            scrapes?
+        );
+    }
     let errors = |side: usize| -> usize {
         let all = outcomes.iter().chain(&big_outcomes);
         all.flat_map(|pair| &pair[side]).map(|o| o.errors).sum()
@@ -89,27 +108,34 @@ pub fn run(options: &Options) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts host's fastpoetry and the baseline, both serving `poem`.
+/// Starts host's fastpoetry (with an admin endpoint if `admin` is given) and the baseline,
+/// both serving `poem`.
 fn start(
     host: &Path,
     baseline: &Path,
     poem: &Path,
     tag: &str,
+    admin: Option<Duration>,
     scratch: &Scratch,
 ) -> Result<[Server; 2], String> {
-    let host_args: Vec<OsString> = [
-        "-n",
-        "fastpoetry",
-        "--port",
-        "0",
-        "--iface",
-        "127.0.0.1",
-        "--poem",
-    ]
-    .into_iter()
-    .map(OsString::from)
-    .chain([poem.as_os_str().to_owned()])
-    .collect();
+    let admin_args = match admin {
+        Some(_) => vec!["--admin", "tcp:0:interface=127.0.0.1"],
+        None => vec![],
+    };
+    let host_args: Vec<OsString> = admin_args
+        .into_iter()
+        .chain([
+            "-n",
+            "fastpoetry",
+            "--port",
+            "0",
+            "--iface",
+            "127.0.0.1",
+            "--poem",
+        ])
+        .map(OsString::from)
+        .chain([poem.as_os_str().to_owned()])
+        .collect();
     let host = Server::start(&format!("host-{tag}"), host, &host_args, scratch.path())?;
     let baseline_args = [poem.as_os_str().to_owned()];
     let baseline = Server::start(
@@ -150,4 +176,61 @@ fn measure(
         }
     }
     outcomes
+}
+
+/// Scrapes host's `/metrics` at an interval on a thread of its own, as Prometheus would.
+struct Scraper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Result<usize, String>>,
+}
+
+impl Scraper {
+    fn start(host: &Server, every: Duration) -> Result<Self, String> {
+        let port = host.logged_port(" admin endpoint on tcp:")?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut scrapes = 0;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                scrape(port)?;
+                scrapes += 1;
+                std::thread::sleep(every);
+            }
+            Ok(scrapes)
+        });
+        Ok(Self { stop, thread })
+    }
+
+    /// Stops scraping; how many scrapes there were, or the first that failed.
+    fn stop(self) -> Result<usize, String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| "the scraper panicked".to_string())?
+    }
+}
+
+fn scrape(port: u16) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+        .map_err(|e| format!("cannot connect to the admin endpoint: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("reading /metrics: {e}"))?;
+    match response.starts_with("HTTP/1.1 200")
+        && response.contains("host_connections_accepted_total")
+    {
+        true => Ok(()),
+        false => Err(format!(
+            "unexpected /metrics answer: {}",
+            response.lines().next().unwrap_or("")
+        )),
+    }
 }

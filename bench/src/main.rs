@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str =
-    "usage: bench fastpoetry [--seconds S] [--rounds N] [--max-poems N] [--host PATH]
+    "usage: bench fastpoetry [--seconds S] [--rounds N] [--max-poems N] [--admin S] [--host PATH]
        bench listing [--rounds N] [--fixture PATH] [--host PATH]
        bench ftp [--seconds S] [--rounds N] [--host PATH]
 
@@ -35,6 +35,8 @@ LIST, RETR 64 KiB, QUIT) by 20 clients at once.
   --rounds N      repetitions of each measurement, at most 1000; listing runs its cold
                   listings in one round out of three [default: fastpoetry 3, listing 30, ftp 5]
   --max-poems N   cap on the poems one measurement asks for [default: 100000]
+  --admin S       fastpoetry: run host with --admin and scrape its /metrics every S
+                  seconds while measuring [default: no admin endpoint]
   --fixture PATH  the plugin listing copies 100 times
                   [default: target/fixtures/release/libtraced.so]
   --host PATH     the host binary [default: host next to bench]";
@@ -44,6 +46,8 @@ const MAX_ROUNDS: usize = 1000;
 /// The options of all benchmarks; each takes some of them.
 pub struct Options {
     pub host: Option<PathBuf>,
+    /// How often to scrape host's `/metrics`, if host serves an admin endpoint at all.
+    pub admin_scrape: Option<Duration>,
     pub duration: Duration,
     pub rounds: usize,
     pub max_poems: usize,
@@ -55,7 +59,7 @@ fn main() -> ExitCode {
     println!("command: {}", command_line());
     let result = match args.get(1).map(String::as_str) {
         Some("fastpoetry") => {
-            let accepted = ["--seconds", "--rounds", "--max-poems", "--host"];
+            let accepted = ["--seconds", "--rounds", "--max-poems", "--admin", "--host"];
             parse_options(&args[2..], &accepted, 3).and_then(|o| fastpoetry::run(&o))
         }
         Some("listing") => {
@@ -90,6 +94,7 @@ pub fn command_line() -> String {
 fn parse_options(args: &[String], accepted: &[&str], rounds: usize) -> Result<Options, String> {
     let mut options = Options {
         host: None,
+        admin_scrape: None,
         duration: Duration::from_secs(2),
         rounds,
         max_poems: 100_000,
@@ -106,6 +111,16 @@ fn parse_options(args: &[String], accepted: &[&str], rounds: usize) -> Result<Op
         let invalid = || format!("invalid value for {name}: {value}");
         match name.as_str() {
             "--host" => options.host = Some(PathBuf::from(value)),
+            "--admin" => {
+                options.admin_scrape = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(invalid)?,
+                )
+            }
             "--seconds" => {
                 options.duration = value
                     .parse()

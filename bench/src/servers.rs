@@ -135,6 +135,17 @@ impl Server {
         })
     }
 
+    /// A port the server logged after `announcement`, e.g. its admin endpoint's.
+    pub fn logged_port(&self, announcement: &str) -> Result<u16, String> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .find_map(|line| {
+                let after = line.split(announcement).nth(1)?;
+                after.split(':').next()?.parse().ok()
+            })
+            .ok_or_else(|| format!("{} logged no{announcement}PORT", self.name))
+    }
+
     pub fn addr(&self) -> SocketAddr {
         (Ipv4Addr::LOCALHOST, self.port).into()
     }
