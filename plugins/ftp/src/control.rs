@@ -31,6 +31,8 @@ pub struct Control {
     /// The unread bytes are `buffer[start..end]`.
     start: usize,
     end: usize,
+    /// The last line ended with CR: an LF right after it belongs to it.
+    after_cr: bool,
     /// How long one reply may take to be written: a client that stops reading is dropped.
     write_timeout: Duration,
 }
@@ -42,6 +44,7 @@ impl Control {
             buffer: vec![0; MAX_LINE].into_boxed_slice(),
             start: 0,
             end: 0,
+            after_cr: false,
             write_timeout,
         }
     }
@@ -51,14 +54,22 @@ impl Control {
     }
 
     /// The next line. Cancel-safe: what was read stays in the buffer for the next call.
+    ///
+    /// A line ends with CR LF, LF or CR alone. CR alone matters for ABOR: clients send it as
+    /// TCP urgent data (Python's ftplib sends all of `ABOR\r\n` with MSG_OOB), and the kernel
+    /// takes the last byte, the LF, out of the stream.
     pub async fn next_line(&mut self) -> io::Result<Incoming> {
         loop {
-            let unread = &self.buffer[self.start..self.end];
-            if let Some(at) = unread.iter().position(|&b| b == b'\n') {
-                let mut line = unread[..at].to_vec();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
+            if self.after_cr && self.start < self.end {
+                if self.buffer[self.start] == b'\n' {
+                    self.start += 1;
                 }
+                self.after_cr = false;
+            }
+            let unread = &self.buffer[self.start..self.end];
+            if let Some(at) = unread.iter().position(|&b| b == b'\n' || b == b'\r') {
+                let line = unread[..at].to_vec();
+                self.after_cr = unread[at] == b'\r';
                 self.start += at + 1;
                 return Ok(Incoming::Line(line));
             }

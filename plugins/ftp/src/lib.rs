@@ -250,7 +250,8 @@ impl Service for FtpService {
                     if settings.guard.is_banned(peer.ip()) {
                         return turn_away(stream).await;
                     }
-                    prepare_control(&stream)?;
+                    // Without it every reply waits for the client's delayed ACK.
+                    stream.set_nodelay(true)?;
                     Session::new(settings, peer, local.ip())
                         .run(stream, shutdown)
                         .await?;
@@ -260,18 +261,6 @@ impl Service for FtpService {
         }
         Ok(())
     }
-}
-
-/// Socket options for a control connection.
-fn prepare_control(stream: &Stream) -> std::io::Result<()> {
-    // Without it every reply waits for the client's delayed ACK.
-    stream.set_nodelay(true)?;
-    // Clients send ABOR as TCP urgent data (Python's ftplib does); inline, its last byte stays
-    // in the command line instead of vanishing.
-    if let Some(tcp) = stream.tcp() {
-        socket2::SockRef::from(tcp).set_out_of_band_inline(true)?;
-    }
-    Ok(())
 }
 
 /// An address banned for failed logins is told so before it can say anything.
