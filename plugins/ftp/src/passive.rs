@@ -72,12 +72,17 @@ impl Passive {
 
 /// Accepts until a connection from `client` arrives; every other is closed as it comes.
 async fn accept_from(listener: &TcpListener, client: IpAddr, port: u16) -> io::Result<TcpStream> {
+    let mut refused = 0u64;
     loop {
         let (stream, from) = listener.accept().await?;
         if from.ip().to_canonical() == client {
             return Ok(stream);
         }
-        warn!("refused a data connection to passive port {port} from {from}: the port belongs to a session of {client}");
+        // Once per port: a flood of intruders must not become a flood of log lines.
+        if refused == 0 {
+            warn!("refused a data connection to passive port {port} from {from}: the port belongs to a session of {client}");
+        }
+        refused += 1;
         // Reset rather than close: the intruder learns nothing and leaves no TIME_WAIT.
         let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     }
