@@ -510,8 +510,8 @@ except ftplib.error_perm as e:
             cert = cert.to_str().unwrap()
         ),
     );
-    // Uploads with curl: libunftp closes a TLS data connection without TLS's close_notify, which
-    // ftplib's storbinary reports as an error after the upload succeeded (see the README).
+    // Uploads with curl, which ends a TLS data connection with a reset rather than its
+    // close_notify (ftplib's uploads over TLS are in require_tls_covers_every_order_…).
     let upload = site.dir.join("upload.txt");
     std::fs::write(&upload, "over tls").unwrap();
     let stored = curl(&[
