@@ -1,6 +1,6 @@
 //! The result tables. Comparing two servers: one row per measurement, the median of each
-//! server's rounds, and the median of the per-round ratios (paired by round, so a noisy round
-//! moves both sides). Timing commands: one row per command, its median and 90th percentile,
+//! server's rounds, and the median and range of the per-round ratios (paired by round, so a
+//! noisy round moves both sides). Timing commands: one row per command, its median and 90th percentile,
 //! and the ratio of its median to the baseline's.
 
 use crate::servers::Server;
@@ -18,11 +18,25 @@ impl Row {
         Self { label, samples }
     }
 
-    /// The median of the per-round ratios, server under test to baseline.
-    pub fn ratio(&self) -> f64 {
+    /// The per-round ratios, server under test to baseline.
+    fn ratios(&self) -> Vec<f64> {
         let [host, baseline] = &self.samples;
-        let ratios: Vec<f64> = host.iter().zip(baseline).map(|(h, b)| h / b).collect();
-        median(&ratios)
+        host.iter().zip(baseline).map(|(h, b)| h / b).collect()
+    }
+
+    /// The median of the per-round ratios.
+    pub fn ratio(&self) -> f64 {
+        median(&self.ratios())
+    }
+
+    /// The lowest and highest per-round ratio: the spread the median hides.
+    fn spread(&self) -> String {
+        let ratios = self.ratios();
+        let (low, high) = (quantile(&ratios, 0.0), quantile(&ratios, 1.0));
+        match ratios.len() {
+            0 | 1 => "–".to_owned(),
+            _ => format!("{}–{}", format_ratio(low), format_ratio(high)),
+        }
     }
 
     /// Both servers' resident set size now, in MB.
@@ -42,19 +56,20 @@ pub fn sides(round: usize) -> [usize; 2] {
 }
 
 /// Prints `rows` as a Markdown table headed by the two servers' names and `ratio`, the
-/// heading of the ratio column.
+/// heading of the ratio column, then the range of the per-round ratios.
 pub fn print_table(columns: [&str; 2], ratio: &str, rows: &[Row]) {
     let [host, baseline] = columns;
-    println!("| measurement | {host} | {baseline} | {ratio} |");
-    println!("|---|---:|---:|---:|");
+    println!("| measurement | {host} | {baseline} | {ratio} | ratio, lowest–highest round |");
+    println!("|---|---:|---:|---:|---:|");
     for row in rows {
         let [host, baseline] = &row.samples;
         println!(
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             row.label,
             format_value(median(host)),
             format_value(median(baseline)),
             format_ratio(row.ratio()),
+            row.spread(),
         );
     }
 }

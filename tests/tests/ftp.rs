@@ -510,8 +510,8 @@ except ftplib.error_perm as e:
             cert = cert.to_str().unwrap()
         ),
     );
-    // Uploads with curl: libunftp closes a TLS data connection without TLS's close_notify, which
-    // ftplib's storbinary reports as an error after the upload succeeded (see the README).
+    // Uploads with curl, which ends a TLS data connection with a reset rather than its
+    // close_notify (ftplib's uploads over TLS are in require_tls_covers_every_order_…).
     let upload = site.dir.join("upload.txt");
     std::fs::write(&upload, "over tls").unwrap();
     let stored = curl(&[
@@ -580,4 +580,395 @@ fn bad_configuration_is_one_line_and_exit_1() {
         "serving {} (anonymous 'anonymous': read-only; 1 password-file user(s); FTPS: off)",
         root.display()
     ));
+}
+
+/// The peak resident memory of a process, in kB.
+fn peak_rss_kb(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn over_long_lines_are_refused_before_and_after_login_and_inside_tls() {
+    let site = Site::new("ftp-lines");
+    let (cert, key) = self_signed(site.dir.path());
+    let (mut host, port) = site.serve(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    python(
+        port,
+        r#"
+def expect_cut_off(s, prefix=b''):
+    # Exactly the cap: the server reads all of it, answers and closes cleanly.
+    s.sendall(prefix + b'A' * (4096 - len(prefix)))
+    reply = s.recv(1024)
+    assert reply == b'500 Command line too long.\r\n', reply
+    assert s.recv(1024) == b'', 'the session goes on after an over-long line'
+def connect():
+    s = socket.create_connection(('127.0.0.1', PORT), timeout=20)
+    assert s.recv(1024).startswith(b'220 ')
+    return s
+expect_cut_off(connect())
+s = connect(); s.sendall(b'USER anonymous\r\n'); s.recv(1024); s.sendall(b'PASS x\r\n')
+assert s.recv(1024).startswith(b'230'); expect_cut_off(s, b'RETR ')
+s = connect(); s.sendall(b'AUTH TLS\r\n'); assert s.recv(1024).startswith(b'234')
+context = ssl.create_default_context(); context.check_hostname = False; context.verify_mode = ssl.CERT_NONE
+t = context.wrap_socket(s); expect_cut_off(t, b'USER ')
+# A line split anywhere, and a USER that is not UTF-8, still get their replies.
+s = connect()
+for byte in b'NOOP\r\n': s.sendall(bytes([byte])); time.sleep(0.01)
+assert s.recv(1024) == b'200 NOOP ok.\r\n'
+s.sendall(b'USER \xff\xfe\xc3\x28\r\n'); assert s.recv(1024).startswith(b'331')
+s.sendall(b'PASS x\r\n'); assert s.recv(1024).startswith(b'530')
+"#,
+    );
+    host.stop();
+}
+
+#[test]
+fn two_hundred_unterminated_ten_megabyte_lines_leave_memory_bounded() {
+    let site = Site::new("ftp-flood");
+    let (cert, key) = self_signed(site.dir.path());
+    let (mut host, port) = site.serve(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--max-connections",
+        "0",
+    ]);
+    python(
+        port,
+        r#"
+context = ssl.create_default_context(); context.check_hostname = False; context.verify_mode = ssl.CERT_NONE
+line = b'X' * (10 << 20)
+cut = []
+def flood(n):
+    s = socket.create_connection(('127.0.0.1', PORT), timeout=30)
+    s.recv(1024)
+    if n % 3 == 1:
+        s.sendall(b'USER anonymous\r\nPASS x\r\n'); time.sleep(0.2); s.recv(1024)
+    if n % 3 == 2:
+        s.sendall(b'AUTH TLS\r\n'); s.recv(1024); s = context.wrap_socket(s)
+    try:
+        s.sendall(line)
+    except OSError:
+        cut.append(n)  # the server closed the session long before 10 MB
+    s.close()
+threads = [threading.Thread(target=flood, args=(n,)) for n in range(200)]
+[t.start() for t in threads]; [t.join() for t in threads]
+assert len(cut) >= 190, 'sessions that could send a whole 10 MB line: %d' % (200 - len(cut))
+f = ftplib.FTP(); f.connect('127.0.0.1', PORT, timeout=20); f.login(); assert 'a.txt' in f.nlst(); f.quit()
+"#,
+    );
+    let peak_kb = peak_rss_kb(host.pid());
+    assert!(
+        peak_kb < 100_000,
+        "200 unterminated 10 MB lines took the server to {peak_kb} kB"
+    );
+    host.stop();
+}
+
+#[test]
+fn require_tls_covers_every_order_of_pasv_epsv_pbsz_and_prot() {
+    let site = Site::new("ftp-require");
+    let (cert, key) = self_signed(site.dir.path());
+    let tls = [
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let script = r#"
+context = ssl.create_default_context(); context.check_hostname = False; context.verify_mode = ssl.CERT_NONE
+def session():
+    f = ftplib.FTP_TLS(context=context); f.connect('127.0.0.1', PORT, timeout=20)
+    f.auth(); f.login('alice', 'wonderland')
+    return f
+def data_port(f, mode):
+    if mode == 'EPSV':
+        return int(f.sendcmd('EPSV').split('|')[3])
+    numbers = f.sendcmd('PASV').split('(')[1].split(')')[0].split(',')
+    return int(numbers[4]) * 256 + int(numbers[5])
+def clear_transfer(f, mode, command):
+    # A client that kept PROT C (or sent none): the data connection must carry nothing.
+    port = data_port(f, mode)
+    d = socket.create_connection(('127.0.0.1', port), timeout=20)
+    try:
+        reply = f.sendcmd(command)
+    except ftplib.Error as e:
+        reply = str(e)
+    d.settimeout(3)
+    try:
+        got = d.recv(100)
+    except (socket.timeout, ConnectionResetError):
+        got = b''
+    d.close()
+    return reply, got
+for mode in ('PASV', 'EPSV'):
+    for command in ('RETR a.txt', 'LIST', 'NLST', 'MLSD', 'STOR clear.txt'):
+        f = session()
+        reply, got = clear_transfer(f, mode, command)
+        if REQUIRED:
+            assert reply.startswith('521'), (mode, command, reply)
+            assert got == b'', (mode, command, got)
+        else:
+            assert reply.startswith('150'), (mode, command, reply)
+        f.close()
+    f = session()
+    if REQUIRED:
+        try:
+            f.sendcmd('PBSZ 0'); f.sendcmd('PROT C'); raise SystemExit('PROT C accepted')
+        except ftplib.error_perm as e:
+            assert str(e).startswith('534'), e
+    # PROT P before or after the port is opened: either way the data goes over TLS.
+    for early in (True, False):
+        f = session()
+        if early:
+            f.prot_p()
+        f.af = socket.AF_INET6 if mode == 'EPSV' else socket.AF_INET  # ftplib: EPSV for IPv6
+        port = data_port(f, mode)
+        if not early:
+            f.prot_p()
+        d = socket.create_connection(('127.0.0.1', port), timeout=20)
+        assert f.sendcmd('RETR a.txt').startswith('150')
+        d = f.context.wrap_socket(d, server_hostname='localhost')
+        data = b''
+        while True:
+            chunk = d.recv(1024)
+            if not chunk: break
+            data += chunk
+        d.unwrap(); d.close()
+        assert data == b'hello\nworld\n', data
+        assert f.voidresp().startswith('226')
+        f.storbinary('STOR up-%s-%s.txt' % (mode, early), io.BytesIO(b'up over tls'))
+        lines = []; f.retrlines('LIST', lines.append); assert any('up-' in l for l in lines), lines
+        f.quit()
+plain = ftplib.FTP(); plain.connect('127.0.0.1', PORT, timeout=20)
+if REQUIRED:
+    for command in ('USER alice', 'PASS wonderland', 'USER anonymous'):
+        try:
+            plain.sendcmd(command); raise SystemExit(command + ' accepted without TLS')
+        except ftplib.error_perm as e:
+            assert str(e).startswith('530'), e
+    for command in ('PBSZ 0', 'PROT P'):
+        try:
+            plain.sendcmd(command); raise SystemExit(command + ' accepted without TLS')
+        except ftplib.error_perm as e:
+            assert str(e).startswith('503'), e
+else:
+    plain.login(); assert 'a.txt' in plain.nlst()
+"#;
+    for required in [true, false] {
+        let mut args = tls.to_vec();
+        if required {
+            args.push("--require-tls");
+        }
+        let (mut host, port) = site.serve(&args);
+        let flag = if required { "True" } else { "False" };
+        python(port, &format!("REQUIRED = {flag}\n{script}"));
+        host.stop();
+    }
+}
+
+#[test]
+fn a_data_connection_from_another_address_is_refused_and_the_owner_is_not_disturbed() {
+    let site = Site::new("ftp-steal");
+    let (mut host, port) = site.serve(&[]);
+    python(
+        port,
+        r#"
+f = ftplib.FTP(); f.connect('127.0.0.1', PORT, timeout=20); f.login()
+for attempt in range(2):
+    port = int(f.sendcmd('EPSV').split('|')[3])
+    thief = socket.create_connection(('127.0.0.1', port), timeout=5, source_address=('127.0.0.2', 0))
+    started = time.time()
+    try:
+        assert thief.recv(100) == b'', 'the thief got data'
+    except ConnectionResetError:
+        pass
+    assert time.time() - started < 2, 'the thief was not refused at once'
+    owner = socket.create_connection(('127.0.0.1', port), timeout=20)
+    assert f.sendcmd('RETR a.txt').startswith('150')
+    data = b''
+    while True:
+        chunk = owner.recv(1024)
+        if not chunk: break
+        data += chunk
+    assert data == b'hello\nworld\n', data
+    assert f.voidresp().startswith('226')
+# An owner that never connects gets 425 within seconds, not a hang.
+f.sendcmd('EPSV')
+started = time.time()
+assert f.sendcmd('RETR a.txt').startswith('150')
+try:
+    f.voidresp(); raise SystemExit('a transfer without a data connection succeeded')
+except ftplib.error_temp as e:
+    assert str(e).startswith('425'), e
+assert time.time() - started < 15
+f.quit()
+"#,
+    );
+    host.wait_for_line("refused a data connection to passive port");
+    host.stop();
+}
+
+#[test]
+fn sigterm_lets_a_slow_200_mb_download_finish_and_tells_idle_sessions_421() {
+    let site = Site::new("ftp-drain");
+    let big: Vec<u8> = (0..200_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    std::fs::write(site.root().join("big200.bin"), &big).unwrap();
+    drop(big);
+    let expected = sha256(&site.root().join("big200.bin"));
+    let (mut host, port) = site.serve(&[]);
+    let host_pid = host.pid();
+    let out = python(
+        port,
+        &format!(
+            r#"
+import os, signal
+idle = ftplib.FTP(); idle.connect('127.0.0.1', PORT, timeout=20); idle.login()
+f = ftplib.FTP(); f.connect('127.0.0.1', PORT, timeout=20); f.login()
+digest = hashlib.sha256(); started = time.time(); signalled = False; total = 0
+def slow(block):
+    global signalled, total
+    digest.update(block); total += len(block)
+    time.sleep(0.002)  # about 30 MB/s: the download takes several seconds
+    if not signalled and total > 20_000_000:
+        os.kill({host_pid}, signal.SIGTERM); signalled = True
+        time.sleep(0.5)
+        try:
+            socket.create_connection(('127.0.0.1', PORT), timeout=2); raise SystemExit('still accepting')
+        except ConnectionRefusedError:
+            pass
+f.retrbinary('RETR big200.bin', slow, blocksize=65536)
+print(digest.hexdigest())
+try:
+    idle.sendcmd('NOOP'); raise SystemExit('the idle session outlived the stop')
+except (ftplib.error_temp, EOFError, ConnectionError) as e:
+    assert str(e).startswith('421') or not str(e), e
+"#
+        ),
+    );
+    assert!(out.contains(&expected), "the download after SIGTERM: {out}");
+    let status = host.wait();
+    assert_eq!(status.code(), Some(0), "{}", host.stdout());
+    host.wait_for_line("anonymous downloaded /big200.bin (200000000 bytes in ");
+}
+
+#[test]
+fn a_transfer_cut_by_the_shutdown_timeout_is_logged_as_aborted() {
+    let site = Site::new("ftp-cut");
+    let (mut host, port) = {
+        let root = site.root();
+        let args = [
+            "--pidfile",
+            "",
+            "--shutdown-timeout",
+            "1",
+            "-n",
+            "ftp",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--root",
+            root.to_str().unwrap(),
+        ];
+        let host = Running::start(&args);
+        let port = host.port();
+        (host, port)
+    };
+    let mut client = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                r#"
+import ftplib, time
+f = ftplib.FTP(); f.connect('127.0.0.1', {port}, timeout=20); f.login()
+conn = f.transfercmd('RETR big.bin')
+while conn.recv(1000): time.sleep(0.05)
+"#
+            ),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    host.wait_for_line("anonymous logged in from 127.0.0.1");
+    std::thread::sleep(Duration::from_millis(300));
+    host.signal(libc::SIGTERM);
+    let status = host.wait();
+    let _ = client.kill();
+    let _ = client.wait();
+    assert_eq!(status.code(), Some(0), "{}", host.stdout());
+    host.wait_for_line("did not finish within 1s");
+    let line = host.wait_for_line("anonymous downloaded /big.bin: aborted after ");
+    assert!(line.contains("the server stopped"), "{line}");
+}
+
+#[test]
+fn the_per_address_cap_and_the_login_deadline() {
+    let site = Site::new("ftp-caps");
+    let (mut host, port) = site.serve(&["--max-connections-per-ip", "2", "--login-timeout", "1s"]);
+    python(
+        port,
+        r#"
+a = ftplib.FTP(); a.connect('127.0.0.1', PORT, timeout=20); a.login()
+b = ftplib.FTP(); b.connect('127.0.0.1', PORT, timeout=20); b.login()
+c = ftplib.FTP()
+try:
+    c.connect('127.0.0.1', PORT, timeout=20); raise SystemExit('a third session from one address')
+except ftplib.error_temp as e:
+    assert str(e).startswith('421 Too many connections'), e
+other = socket.create_connection(('127.0.0.1', PORT), timeout=20, source_address=('127.0.0.2', 0))
+assert other.recv(1024).startswith(b'220 '), 'another address is not capped'
+# The log-in deadline: a session that says nothing is closed; logged-in ones are not.
+started = time.time()
+assert other.recv(1024) == b'421 Not logged in in time; closing.\r\n'
+assert 0.8 < time.time() - started < 5
+time.sleep(0.5)
+assert a.sendcmd('NOOP').startswith('200') and b.sendcmd('NOOP').startswith('200')
+a.quit(); b.quit()
+"#,
+    );
+    host.stop();
+}
+
+#[test]
+fn names_with_control_characters_never_reach_a_listing_raw() {
+    let site = Site::new("ftp-names");
+    std::fs::write(site.root().join("evil\r\n226 fake\r\nx"), "x").unwrap();
+    std::fs::write(site.root().join("esc\x1b[31mred"), "x").unwrap();
+    let (mut host, port) = site.serve(&[]);
+    python(
+        port,
+        r#"
+f = ftplib.FTP(); f.connect('127.0.0.1', PORT, timeout=20); f.login()
+def raw(command):
+    data = io.BytesIO(); f.retrbinary(command, data.write); return data.getvalue()
+listing = raw('LIST')
+assert b'evil??226 fake??x' in listing and b'esc?[31mred' in listing, listing
+assert all(line[:1] in b'-dl' for line in listing.split(b'\r\n') if line), listing
+assert listing.count(b'\r\n') == listing.count(b'\n'), 'a bare line end in LIST'
+for command in ('NLST', 'MLSD'):
+    names = raw(command)
+    assert b'a.txt' in names and b'evil' not in names and b'\x1b' not in names, (command, names)
+status = f.sendcmd('STAT /')
+assert 'evil??226 fake??x' in status and '\x1b' not in status, status
+mlst = f.sendcmd('MLST esc\x1b[31mred')
+assert mlst.startswith('250') and 'esc?[31mred' in mlst and '\x1b' not in mlst, mlst
+f.quit()
+"#,
+    );
+    host.stop();
 }

@@ -1,21 +1,11 @@
 //! Who may log in: the anonymous user (read-only unless `--write-anonymous`) and the users of
 //! the password file, whose passwords are bcrypt or argon2 hashes.
-//!
-//! libunftp's stock anonymous authenticator accepts every user name with any password; this one
-//! accepts only the configured anonymous name without a password, and everyone else only with
-//! the right one.
 
 use crate::login_guard::LoginGuard;
-use async_trait::async_trait;
 use plugin_api::files;
 use std::collections::HashMap;
-use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use unftp_core::auth::{
-    AuthenticationError, Authenticator, Credentials, Principal, UserDetail, UserDetailError,
-    UserDetailProvider,
-};
 
 /// How a password is checked.
 #[derive(Debug, Clone)]
@@ -27,18 +17,18 @@ enum Secret {
 }
 
 impl Secret {
-    fn matches(&self, password: &str) -> bool {
+    fn matches(&self, password: &[u8]) -> bool {
         match self {
             Self::Hash(hash) if hash.starts_with("$argon2") => {
                 use argon2::password_hash::{PasswordHash, PasswordVerifier};
                 PasswordHash::new(hash).is_ok_and(|parsed| {
                     argon2::Argon2::default()
-                        .verify_password(password.as_bytes(), &parsed)
+                        .verify_password(password, &parsed)
                         .is_ok()
                 })
             }
             Self::Hash(hash) => bcrypt::verify(password, hash).unwrap_or(false),
-            Self::Plain(plain) => constant_time_eq(plain.as_bytes(), password.as_bytes()),
+            Self::Plain(plain) => constant_time_eq(plain.as_bytes(), password),
         }
     }
 }
@@ -137,99 +127,58 @@ fn home_under(root: &Path, home: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// A logged-in user.
+/// A logged-in user and what they may do.
 #[derive(Debug, Clone)]
-pub struct FtpUser {
+pub struct User {
     pub name: String,
     pub read_only: bool,
-    home: Option<PathBuf>,
+    /// Their root, if not the served root: a directory under it.
+    pub home: Option<PathBuf>,
 }
 
-impl fmt::Display for FtpUser {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name)
+impl Accounts {
+    pub fn is_anonymous(&self, name: &[u8]) -> bool {
+        name == self.anonymous.as_bytes()
     }
-}
 
-impl UserDetail for FtpUser {
-    fn home(&self) -> Option<&Path> {
-        self.home.as_deref()
-    }
-}
-
-/// Checks credentials, with a delay after each failure and a ban on addresses that keep failing.
-#[derive(Debug)]
-pub struct FtpAuthenticator {
-    pub accounts: Arc<Accounts>,
-    pub guard: Arc<LoginGuard>,
-}
-
-#[async_trait]
-impl Authenticator for FtpAuthenticator {
-    async fn authenticate(
+    /// Checks a user's credentials: the anonymous name with any password, anyone else with
+    /// the right one. A failure is recorded by `guard`, which makes the caller wait and bans an
+    /// address that keeps failing; an unknown user fails exactly like a wrong password, so names
+    /// cannot be probed.
+    pub async fn log_in(
         &self,
-        username: &str,
-        creds: &Credentials,
-    ) -> Result<Principal, AuthenticationError> {
-        let ip = creds.source_ip;
-        if self.guard.is_banned(ip) {
-            return Err(AuthenticationError::IpDisallowed);
-        }
-        let accepted = if username == self.accounts.anonymous {
-            true
-        } else if let (Some(account), Some(password)) =
-            (self.accounts.users.get(username), creds.password.clone())
-        {
-            // Hashing is deliberately slow: keep it off the async worker threads.
-            let secret = account.secret.clone();
-            plugin_api::tokio::task::spawn_blocking(move || secret.matches(&password))
-                .await
-                .unwrap_or(false)
-        } else {
-            false
-        };
-        if accepted {
-            return Ok(Principal {
-                username: username.to_string(),
-            });
-        }
-        self.guard.failed(ip, username).await;
-        // An unknown user fails exactly like a wrong password, so names cannot be probed.
-        Err(AuthenticationError::BadPassword)
-    }
-}
-
-/// Turns a logged-in principal into an [`FtpUser`] with its rights.
-#[derive(Debug)]
-pub struct FtpUsers {
-    pub accounts: Arc<Accounts>,
-}
-
-#[async_trait]
-impl UserDetailProvider for FtpUsers {
-    type User = FtpUser;
-
-    async fn provide_user_detail(&self, principal: &Principal) -> Result<FtpUser, UserDetailError> {
-        let name = principal.username.clone();
-        if name == self.accounts.anonymous {
-            return Ok(FtpUser {
-                name,
-                read_only: !self.accounts.write_anonymous,
+        name: &[u8],
+        password: &[u8],
+        ip: IpAddr,
+        guard: &LoginGuard,
+    ) -> Option<User> {
+        if self.is_anonymous(name) {
+            return Some(User {
+                name: self.anonymous.clone(),
+                read_only: !self.write_anonymous,
                 home: None,
             });
         }
-        let account = self
-            .accounts
-            .users
-            .get(&name)
-            .ok_or(UserDetailError::UserNotFound {
-                username: name.clone(),
-            })?;
-        Ok(FtpUser {
-            name,
-            read_only: false,
-            home: account.home.clone(),
-        })
+        let account = std::str::from_utf8(name)
+            .ok()
+            .and_then(|name| Some((name, self.users.get(name)?)));
+        if let Some((name, account)) = account {
+            // Hashing is deliberately slow: keep it off the async worker threads.
+            let (secret, password) = (account.secret.clone(), password.to_vec());
+            let matches =
+                plugin_api::tokio::task::spawn_blocking(move || secret.matches(&password))
+                    .await
+                    .unwrap_or(false);
+            if matches {
+                return Some(User {
+                    name: name.to_string(),
+                    read_only: false,
+                    home: account.home.clone(),
+                });
+            }
+        }
+        guard.failed(ip, &crate::names::for_log(name)).await;
+        None
     }
 }
 
@@ -266,10 +215,10 @@ mod tests {
         .unwrap();
         assert_eq!(accounts.user_count(), 2);
         let alice = &accounts.users["alice"];
-        assert!(alice.secret.matches("s3cret") && !alice.secret.matches("S3cret"));
+        assert!(alice.secret.matches(b"s3cret") && !alice.secret.matches(b"S3cret"));
         assert!(alice.home.as_ref().unwrap().ends_with("alice"));
         let bob = &accounts.users["bob"];
-        assert!(bob.secret.matches("hunter2") && !bob.secret.matches("hunter3"));
+        assert!(bob.secret.matches(b"hunter2") && !bob.secret.matches(b"hunter3"));
     }
 
     #[test]
@@ -280,7 +229,7 @@ mod tests {
             "{error}"
         );
         let accounts = accounts("carol:letmein\n", true).unwrap();
-        assert!(accounts.users["carol"].secret.matches("letmein"));
+        assert!(accounts.users["carol"].secret.matches(b"letmein"));
     }
 
     #[test]

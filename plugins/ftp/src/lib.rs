@@ -3,31 +3,45 @@
 //!
 //! - anonymous users read only (unless `--write-anonymous`); password-file users read and write,
 //!   inside the root or their home under it; passwords are bcrypt or argon2 hashes;
-//! - no path, `..` or symlink reaches outside the root (unftp-sbe-fs resolves every path with
-//!   cap-std), and listings do not reveal where symlinks point;
-//! - active mode (PORT/EPRT) is refused, so the server can never be bounced at a third party;
-//! - failed logins are delayed and an address that keeps failing is refused for a while;
-//! - FTPS (AUTH TLS) with `--tls-cert`/`--tls-key`, required with `--require-tls`.
+//! - no path, `..` or symlink reaches outside the root (cap-std), and listings do not reveal
+//!   where symlinks point nor send names with control characters raw;
+//! - active mode (PORT/EPRT) is refused, so the server can never be bounced at a third party,
+//!   and a passive port serves its session's client only;
+//! - every command line is bounded, before and after login, with and without TLS; sessions
+//!   must log in within `--login-timeout`; failed logins are delayed and an address that keeps
+//!   failing is refused for a while;
+//! - FTPS (AUTH TLS) with `--tls-cert`/`--tls-key`; with `--require-tls`, no login and no data
+//!   connection without TLS;
+//! - on SIGTERM, idle sessions are told `421` and transfers in progress are let finish.
 //!
-//! The protocol itself is libunftp's; this crate is the glue (see `sessions` and `storage`).
+//! The protocol is this crate's own (`session`), on the kit's serving loop.
 
 mod accounts;
+mod command;
+mod control;
+mod listing;
 mod login_guard;
+mod names;
 mod passive;
-mod sessions;
-mod storage;
+mod session;
+mod transfer;
+mod tree;
+mod vpath;
 
 use accounts::Accounts;
 use login_guard::LoginGuard;
+use plugin_api::tokio::io::AsyncWriteExt;
 use plugin_api::tracing::info;
 use plugin_api::{
     export_service_maker, files, ConnectionLimits, Endpoint, Listener, OptionKind, OptionSpec,
-    Options, Result, Service, Tasks,
+    Options, Result, Service, Stream, Tasks, TlsConfig, WhenFull,
 };
-use sessions::SessionSettings;
+use session::{Session, Settings};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tree::Tree;
 
 fn options() -> Vec<OptionSpec> {
     vec![
@@ -55,8 +69,12 @@ fn options() -> Vec<OptionSpec> {
             .default("49152-65535"),
         OptionSpec::param("max-connections", OptionKind::INTEGER, "Sessions served at once (0: no limit); more are turned away with 421.")
             .default("200"),
+        OptionSpec::param("max-connections-per-ip", OptionKind::INTEGER, "Sessions at once from one IP address (0: no limit); more are turned away with 421.")
+            .default("0"),
         OptionSpec::param("idle-timeout", OptionKind::INTEGER, "Seconds a session may stay idle before it is closed.")
             .default("600"),
+        OptionSpec::param("login-timeout", OptionKind::DURATION, "How long a session may take to log in before it is closed.")
+            .default("30s"),
         OptionSpec::param("tls-cert", OptionKind::PATH, "PEM certificate chain for FTPS (explicit, AUTH TLS)."),
         OptionSpec::param("tls-key", OptionKind::PATH, "PEM private key for FTPS."),
         OptionSpec::flag("require-tls", "Refuse logins and transfers that are not protected by TLS."),
@@ -64,10 +82,23 @@ fn options() -> Vec<OptionSpec> {
     ]
 }
 
+/// What `make_service` read from the options; the rest is set up in `privileged_start`.
+struct Config {
+    root: PathBuf,
+    accounts: Accounts,
+    passive_ports: RangeInclusive<u16>,
+    idle_timeout: Duration,
+    login_timeout: Duration,
+    tls: Option<TlsConfig>,
+    require_tls: bool,
+}
+
 struct FtpService {
     endpoints: Vec<Endpoint>,
+    limits: ConnectionLimits,
+    config: Option<Config>,
     listeners: Vec<Listener>,
-    settings: Arc<SessionSettings>,
+    tree: Option<Tree>,
 }
 
 /// A positive whole number from an INTEGER option.
@@ -81,13 +112,13 @@ fn positive(options: &Options, long: &str) -> Result<u64> {
 /// The largest password, certificate or key file read: real ones are a few KiB.
 pub const CONFIG_FILE_LIMIT: u64 = files::MIB;
 
-/// A readable regular file of at most [`CONFIG_FILE_LIMIT`] given with `long`, checked by
-/// reading it through the kit's file policy (a FIFO or device is refused, never blocked on).
+/// The regular file given with `long`, checked through the kit's file policy (a FIFO or device
+/// is refused, never blocked on) so the error names the option; it is read where it is used.
 fn existing_file(options: &Options, long: &str) -> Result<Option<PathBuf>> {
     let Some(path) = options.path(long) else {
         return Ok(None);
     };
-    match files::read_regular(&path, CONFIG_FILE_LIMIT) {
+    match files::open_regular(&path) {
         Ok(_) => Ok(Some(std::path::absolute(&path)?)),
         Err(e) => Err(format!("--{long} {}: {e}", path.display()).into()),
     }
@@ -110,12 +141,13 @@ fn make_service(options: &Options) -> Result<FtpService> {
         options.flag("allow-plaintext-passwords"),
         &root,
     )?;
+    let require_tls = options.flag("require-tls");
     let tls = match (
         existing_file(options, "tls-cert")?,
         existing_file(options, "tls-key")?,
     ) {
-        (Some(cert), Some(key)) => Some((cert, key)),
-        (None, None) if options.flag("require-tls") => {
+        (Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(&cert, &key)?),
+        (None, None) if require_tls => {
             return Err("--require-tls needs --tls-cert and --tls-key".into())
         }
         (None, None) => None,
@@ -142,31 +174,34 @@ fn make_service(options: &Options) -> Result<FtpService> {
             "read-only"
         },
         accounts.user_count(),
-        match (&tls, options.flag("require-tls")) {
+        match (&tls, require_tls) {
             (None, _) => "off",
             (Some(_), false) => "offered",
             (Some(_), true) => "required",
         }
     );
-    // libunftp's greeting must live for the whole process; one small string, leaked once.
-    let greeting: &'static str =
-        Box::leak(format!("host ftp ready, serving {}", root.display()).into_boxed_str());
+    let login_timeout = options
+        .duration("login-timeout")?
+        .filter(|d| !d.is_zero())
+        .ok_or("--login-timeout must be more than 0s")?;
     Ok(FtpService {
         endpoints,
-        listeners: Vec::new(),
-        settings: Arc::new(SessionSettings {
+        limits: ConnectionLimits::from_options(options)?.when_full(WhenFull::Refuse {
+            reply: b"421 Too many connections; try again later.\r\n".to_vec(),
+        }),
+        config: Some(Config {
             root,
-            accounts: Arc::new(accounts),
-            guard: Arc::new(LoginGuard::default()),
+            accounts,
             passive_ports: passive::parse_range(
                 options.get("passive-ports").unwrap_or("49152-65535"),
             )?,
             idle_timeout: Duration::from_secs(positive(options, "idle-timeout")?),
-            limits: ConnectionLimits::from_options(options)?,
+            login_timeout,
             tls,
-            require_tls: options.flag("require-tls"),
-            greeting,
+            require_tls,
         }),
+        listeners: Vec::new(),
+        tree: None,
     })
 }
 
@@ -184,15 +219,59 @@ impl Service for FtpService {
             info!("ftp starting on {}", listener.local_endpoint());
             self.listeners.push(listener);
         }
+        // Opened before a --chroot and before privileges are dropped: from here on every file
+        // is reached through this handle.
+        let root = &self.config.as_ref().expect("configured").root;
+        self.tree =
+            Some(Tree::open(root).map_err(|e| format!("cannot serve {}: {e}", root.display()))?);
         Ok(())
     }
 
     fn start(&mut self, tasks: &Tasks) -> Result<()> {
+        let config = self.config.take().expect("started once");
+        let settings = Arc::new(Settings {
+            root: config.root,
+            tree: self.tree.take().expect("opened in privileged_start"),
+            accounts: config.accounts,
+            guard: LoginGuard::default(),
+            passive_ports: config.passive_ports,
+            idle_timeout: config.idle_timeout,
+            login_timeout: config.login_timeout,
+            tls: config.tls,
+            require_tls: config.require_tls,
+        });
         for listener in self.listeners.drain(..) {
-            sessions::serve(listener, self.settings.clone(), tasks);
+            let (settings, shutdown) = (settings.clone(), tasks.shutdown());
+            tasks.serve(listener, &self.limits, move |stream, peer| {
+                let (settings, shutdown) = (settings.clone(), shutdown.clone());
+                async move {
+                    let (Some(peer), Some(local)) = (peer.socket_addr(), stream.local_addr())
+                    else {
+                        return Ok(());
+                    };
+                    if settings.guard.is_banned(peer.ip()) {
+                        return turn_away(stream).await;
+                    }
+                    // Without it every reply waits for the client's delayed ACK.
+                    stream.set_nodelay(true)?;
+                    Session::new(settings, peer, local.ip())
+                        .run(stream, shutdown)
+                        .await?;
+                    Ok(())
+                }
+            });
         }
         Ok(())
     }
+}
+
+/// An address banned for failed logins is told so before it can say anything.
+async fn turn_away(mut stream: Stream) -> Result<()> {
+    stream
+        .write_all(b"421 Too many failed logins from your address; try again later.\r\n")
+        .await?;
+    stream.shutdown().await?;
+    Ok(())
 }
 
 export_service_maker! {
