@@ -796,7 +796,7 @@ for attempt in range(2):
         assert thief.recv(100) == b'', 'the thief got data'
     except ConnectionResetError:
         pass
-    assert time.time() - started < 2, 'the thief was not refused at once'
+    assert time.time() - started < 5, 'the thief was not refused at once'
     owner = socket.create_connection(('127.0.0.1', port), timeout=20)
     assert f.sendcmd('RETR a.txt').startswith('150')
     data = b''
