@@ -17,6 +17,7 @@
 //! | [`RELOAD`] | a service | empty | empty | 1.1 |
 //! | [`HOST_VERSION`] | the host | empty | the host's plugin-api version, e.g. `1.2.0` | 1.2 |
 //! | [`SYSTEMD_SOCKET`] | the host | a socket index, e.g. `0` | empty, or why it cannot be had | 1.2 |
+//! | [`LISTEN_SOCKET`] | the host | a socket name (`Endpoint::socket_name`) | `fd=N`, a listening socket handed over | 1.2 |
 //! | [`METRICS`] | a service | empty | its metric families and samples, JSON | 1.2 |
 //! | [`ABOUT`] | a service | empty | `{"plugin_version": …, "endpoints": […]}` | 1.2 |
 //!
@@ -258,6 +259,13 @@ pub const RELOAD: &str = "reload/1";
 /// libraries they come from. An error reply says which service holds it. A host that does not
 /// offer it leaves each library to keep its own claims.
 pub const SYSTEMD_SOCKET: &str = "systemd-socket/1";
+
+/// The extension `listen-socket/1`: the listening socket the host holds for an endpoint, by the
+/// socket's name (`tcp:10000:interface=127.0.0.1`). A host that holds sockets (a worker of a
+/// supervisor, whose master keeps them across worker restarts and upgrades) answers `fd=N`,
+/// handing descriptor N over to the caller, or an error; any other host answers `RNone`, and the
+/// kit binds the socket itself.
+pub const LISTEN_SOCKET: &str = "listen-socket/1";
 
 /// The extension `metrics/1`: the service's metrics, as a JSON list of families (name, help,
 /// type, label names, histogram bounds, samples); the host adds a `service` label and serves them

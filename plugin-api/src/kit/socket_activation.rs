@@ -53,7 +53,7 @@ pub fn adopt(index: usize, domain: Option<SocketDomain>) -> io::Result<Adopted> 
     // the same two variables), and the claim above makes this service its only owner.
     #[allow(unsafe_code)]
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    checked(owned, index, domain).map_err(|(owned, why)| {
+    adopt_listening(owned, &format!("socket {index}"), domain).map_err(|(owned, why)| {
         // Not a socket we can use: hand the number back unclosed.
         let _ = owned.into_raw_fd();
         why
@@ -80,36 +80,32 @@ fn claim(index: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// The socket as a listener of its family, or the descriptor back with the reason it cannot be.
-fn checked(
+/// `owned` as a listener of its family (which must be `expected`, if given), or the descriptor
+/// back with the reason it cannot be: for sockets this process did not bind itself, passed by
+/// systemd or by a supervisor. `what` names it in errors.
+pub(crate) fn adopt_listening(
     owned: OwnedFd,
-    index: usize,
-    domain: Option<SocketDomain>,
+    what: &str,
+    expected: Option<SocketDomain>,
 ) -> Result<Adopted, (OwnedFd, io::Error)> {
     let socket = socket2::SockRef::from(&owned);
-    let fd = FIRST_FD as usize + index;
     let found = match socket.is_listener() {
-        Err(e) => Err(format!("passed descriptor {fd} is not a socket: {e}")),
-        Ok(false) => Err(format!("passed descriptor {fd} is not a listening socket")),
+        Err(e) => Err(format!("{what} is not a socket: {e}")),
+        Ok(false) => Err(format!("{what} is not a listening socket")),
         Ok(true) => match socket.domain() {
             Ok(d) if d == socket2::Domain::IPV4 => Ok(SocketDomain::Inet),
             Ok(d) if d == socket2::Domain::IPV6 => Ok(SocketDomain::Inet6),
             Ok(d) if d == socket2::Domain::UNIX => Ok(SocketDomain::Unix),
-            Ok(other) => Err(format!(
-                "socket {index} has unsupported address family {other:?}"
-            )),
-            Err(e) => Err(format!("socket {index}: {e}")),
+            Ok(other) => Err(format!("{what} has unsupported address family {other:?}")),
+            Err(e) => Err(format!("{what}: {e}")),
         },
     };
     let found = match found {
         Ok(found) => found,
         Err(why) => return Err((owned, error(why))),
     };
-    if let Some(expected) = domain.filter(|d| *d != found) {
-        return Err((
-            owned,
-            error(format!("socket {index} is {found}, not {expected}")),
-        ));
+    if let Some(expected) = expected.filter(|d| *d != found) {
+        return Err((owned, error(format!("{what} is {found}, not {expected}"))));
     }
     let prepared = socket
         .set_cloexec(true)

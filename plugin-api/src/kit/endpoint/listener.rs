@@ -3,9 +3,12 @@
 use super::stream::{PeerAddr, Stream};
 use super::tls::TlsConfig;
 use super::{Endpoint, EndpointError};
+use crate::abi::LISTEN_SOCKET;
 use crate::kit::scope::ServiceScope;
 use crate::kit::socket_activation::{self, Adopted};
+use abi_stable::std_types::{RErr, ROk, RSome};
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -138,12 +141,86 @@ impl Listener {
 }
 
 pub(super) fn bind(endpoint: &Endpoint) -> Result<Listener, EndpointError> {
-    let listener = bind_socket(endpoint)?;
+    // The files are read before a port is taken: a bad certificate leaves nothing bound.
+    let tls = match endpoint {
+        Endpoint::Ssl {
+            private_key,
+            cert_key,
+            ..
+        } => Some(
+            TlsConfig::from_pem_files(cert_key.as_ref().unwrap_or(private_key), private_key)
+                .map_err(EndpointError::Tls)?,
+        ),
+        _ => None,
+    };
+    let bound = match held_by_host(endpoint)? {
+        Some(bound) => bound,
+        None => bind_os(endpoint)?,
+    };
+    let fail = |source| EndpointError::Bind {
+        endpoint: endpoint.to_string(),
+        source,
+    };
+    let socket = match bound {
+        Bound::Tcp(listener) => Socket::Tcp(TcpListener::from_std(listener).map_err(fail)?),
+        Bound::Unix(listener, file) => Socket::Unix {
+            inner: UnixListener::from_std(listener).map_err(fail)?,
+            file,
+        },
+    };
+    let listener = Listener { socket, tls };
     ServiceScope::record_endpoint(listener.local_endpoint());
     Ok(listener)
 }
 
-fn bind_socket(endpoint: &Endpoint) -> Result<Listener, EndpointError> {
+/// A bound socket before a runtime has it: what the kit binds, adopts, or is handed.
+enum Bound {
+    Tcp(std::net::TcpListener),
+    /// With the file to remove when it closes, if this process made it.
+    Unix(std::os::unix::net::UnixListener, Option<SocketFile>),
+}
+
+impl From<Adopted> for Bound {
+    fn from(adopted: Adopted) -> Self {
+        match adopted {
+            Adopted::Tcp(listener) => Self::Tcp(listener),
+            Adopted::Unix(listener) => Self::Unix(listener, None),
+        }
+    }
+}
+
+/// The socket the host holds for `endpoint`, if it holds sockets for its services: a worker of
+/// a supervisor listens on its master's sockets, which outlive any one worker. `None` from a
+/// host that binds nothing itself (the usual single process) or is older than 1.2.
+fn held_by_host(endpoint: &Endpoint) -> Result<Option<Bound>, EndpointError> {
+    let Some(host) = ServiceScope::current_host() else {
+        return Ok(None);
+    };
+    let fail = |why: String| EndpointError::Bind {
+        endpoint: endpoint.to_string(),
+        source: io::Error::other(why),
+    };
+    let name = endpoint.socket_name();
+    let reply = match host.call_extension(LISTEN_SOCKET.into(), name.as_str().into()) {
+        RSome(ROk(reply)) => reply,
+        RSome(RErr(why)) => return Err(fail(why.into_string())),
+        _ => return Ok(None),
+    };
+    let fd: RawFd = reply
+        .strip_prefix("fd=")
+        .and_then(|fd| fd.parse().ok())
+        .ok_or_else(|| fail(format!("the host answered '{reply}' for {name}")))?;
+    // SAFETY: the host answers `fd=N` only for a descriptor it has just received for this
+    // request and hands over: no one else in the process owns it (`listen-socket/1`).
+    #[allow(unsafe_code)]
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    socket_activation::adopt_listening(owned, &format!("the host's socket for {name}"), None)
+        .map(|adopted| Some(adopted.into()))
+        .map_err(|(_, why)| fail(why.to_string()))
+}
+
+/// Binds (or, for `systemd:`, adopts) the operating system's socket for `endpoint`.
+fn bind_os(endpoint: &Endpoint) -> Result<Bound, EndpointError> {
     let fail = |source| EndpointError::Bind {
         endpoint: endpoint.to_string(),
         source,
@@ -153,53 +230,43 @@ fn bind_socket(endpoint: &Endpoint) -> Result<Listener, EndpointError> {
             port,
             interface,
             backlog,
-        } => {
-            let address = resolve(interface.as_deref(), *port).map_err(fail)?;
-            Ok(Listener {
-                socket: Socket::Tcp(bind_tcp(address, *backlog).map_err(fail)?),
-                tls: None,
-            })
         }
-        Endpoint::Ssl {
+        | Endpoint::Ssl {
             port,
             interface,
             backlog,
-            private_key,
-            cert_key,
+            ..
         } => {
-            // The files are read before the port is taken: a bad certificate leaves nothing bound.
-            let tls =
-                TlsConfig::from_pem_files(cert_key.as_ref().unwrap_or(private_key), private_key)
-                    .map_err(EndpointError::Tls)?;
             let address = resolve(interface.as_deref(), *port).map_err(fail)?;
-            Ok(Listener {
-                socket: Socket::Tcp(bind_tcp(address, *backlog).map_err(fail)?),
-                tls: Some(tls),
-            })
+            Ok(Bound::Tcp(bind_tcp(address, *backlog).map_err(fail)?))
         }
         Endpoint::Unix {
             path,
             mode,
             backlog,
-        } => Ok(Listener {
-            socket: Socket::Unix {
-                inner: bind_unix(path, *mode, *backlog).map_err(fail)?,
-                file: Some(SocketFile(path.clone())),
-            },
-            tls: None,
-        }),
-        Endpoint::Systemd { index, domain } => {
-            let socket = match socket_activation::adopt(*index, *domain).map_err(fail)? {
-                Adopted::Tcp(listener) => {
-                    Socket::Tcp(TcpListener::from_std(listener).map_err(fail)?)
-                }
-                Adopted::Unix(listener) => Socket::Unix {
-                    inner: UnixListener::from_std(listener).map_err(fail)?,
-                    file: None,
-                },
-            };
-            Ok(Listener { socket, tls: None })
-        }
+        } => Ok(Bound::Unix(
+            bind_unix(path, *mode, *backlog).map_err(fail)?,
+            Some(SocketFile(path.clone())),
+        )),
+        Endpoint::Systemd { index, domain } => Ok(socket_activation::adopt(*index, *domain)
+            .map_err(fail)?
+            .into()),
+    }
+}
+
+impl Endpoint {
+    /// Binds the operating system's socket for this endpoint (adopts it, for `systemd:`) and
+    /// hands it over as a descriptor, without TLS and without a runtime: for a host that holds
+    /// sockets for worker processes (the supervisor). A Unix socket's file stays when the
+    /// descriptor closes: whoever holds it removes the file. Plugins use [`bind`](Self::bind).
+    pub fn bind_socket(&self) -> Result<OwnedFd, EndpointError> {
+        Ok(match bind_os(self)? {
+            Bound::Tcp(listener) => listener.into(),
+            Bound::Unix(listener, file) => {
+                std::mem::forget(file);
+                listener.into()
+            }
+        })
     }
 }
 
@@ -220,7 +287,7 @@ fn resolve(interface: Option<&str>, port: u16) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "host name has no address"))
 }
 
-fn bind_tcp(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+fn bind_tcp(address: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
     // Restarting a server must not wait for old connections in TIME_WAIT.
@@ -231,10 +298,14 @@ fn bind_tcp(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
-fn bind_unix(path: &Path, mode: Option<u32>, backlog: u32) -> io::Result<UnixListener> {
+fn bind_unix(
+    path: &Path,
+    mode: Option<u32>,
+    backlog: u32,
+) -> io::Result<std::os::unix::net::UnixListener> {
     use socket2::{Domain, SockAddr, Socket, Type};
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -254,5 +325,5 @@ fn bind_unix(path: &Path, mode: Option<u32>, backlog: u32) -> io::Result<UnixLis
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     }
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
-    UnixListener::from_std(socket.into())
+    Ok(socket.into())
 }

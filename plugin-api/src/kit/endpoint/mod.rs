@@ -335,6 +335,26 @@ impl Endpoint {
         endpoint
     }
 
+    /// The name of the operating system's socket this endpoint listens on: the endpoint itself,
+    /// except that `ssl:` names the TCP socket beneath its TLS (a supervisor holds sockets, and
+    /// each worker reads the certificate itself).
+    pub fn socket_name(&self) -> String {
+        match self {
+            Self::Ssl {
+                port,
+                interface,
+                backlog,
+                ..
+            } => Self::Tcp {
+                port: *port,
+                interface: interface.clone(),
+                backlog: *backlog,
+            }
+            .to_string(),
+            other => other.to_string(),
+        }
+    }
+
     /// Binds the endpoint and starts listening (for `ssl:`, the certificate and key are read and
     /// checked here, so a bad file is a start-up error).
     ///
