@@ -1,0 +1,89 @@
+//! One connection, served by hyper: HTTP/2 when TLS's ALPN chose `h2`, HTTP/1.1 otherwise,
+//! with the limits that keep a slow or hostile client from holding more than its share.
+
+use crate::handler::Handler;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use plugin_api::tracing::{debug, warn};
+use plugin_api::{tokio, PeerAddr, Result, Shutdown, Stream};
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The request line and headers together, at most; more gets `431` (HTTP/1.1). nginx allows
+/// 4 × 8 KiB by default.
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// hyper's read and write buffer, at most. Its write side is what bounds a slow client's
+/// memory: hyper asks the body for the next chunk only once less than this is waiting.
+const MAX_BUFFER: usize = 64 * 1024;
+const MAX_STREAMS: u32 = 128;
+
+/// Serves one connection until the client is done, it breaks a limit, or the service stops
+/// (then the request in progress finishes and the connection closes).
+///
+/// `header_timeout` bounds both the time a client may take to send a request's headers and
+/// how long an idle keep-alive connection stays open.
+pub async fn serve(
+    stream: Stream,
+    peer: PeerAddr,
+    handler: Arc<Handler>,
+    header_timeout: Duration,
+    shutdown: Shutdown,
+) -> Result<()> {
+    // Responses are written whole; waiting to fill a packet only delays the last bytes.
+    let _ = stream.set_nodelay(true);
+    let h2 = stream.alpn_protocol() == Some(b"h2");
+    let service = service_fn(move |request| handler.clone().respond(request, peer));
+    let io = TokioIo::new(stream);
+    let served = if h2 {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BYTES as u32)
+            .max_concurrent_streams(MAX_STREAMS)
+            .keep_alive_interval(header_timeout)
+            .keep_alive_timeout(header_timeout);
+        until_shutdown(builder.serve_connection(io, service), &shutdown, |c| {
+            c.graceful_shutdown()
+        })
+        .await
+    } else {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_header_size(MAX_HEADER_BYTES)
+            .max_buf_size(MAX_BUFFER);
+        until_shutdown(builder.serve_connection(io, service), &shutdown, |c| {
+            c.graceful_shutdown()
+        })
+        .await
+    };
+    match served {
+        Ok(()) => {}
+        // A file that could not be read while it was being sent.
+        Err(e) if e.is_user() => warn!("connection from {peer} failed: {e}"),
+        // Timeouts, resets, malformed requests: the client's doing, logged only for debugging.
+        Err(e) => debug!("connection from {peer} closed: {e}"),
+    }
+    Ok(())
+}
+
+/// Runs `connection`; on shutdown, lets it finish the request in progress, then close.
+async fn until_shutdown<C, E>(
+    connection: C,
+    shutdown: &Shutdown,
+    graceful: fn(Pin<&mut C>),
+) -> std::result::Result<(), E>
+where
+    C: Future<Output = std::result::Result<(), E>>,
+{
+    let mut connection = pin!(connection);
+    tokio::select! {
+        done = connection.as_mut() => return done,
+        () = shutdown.requested() => graceful(connection.as_mut()),
+    }
+    connection.await
+}
