@@ -63,7 +63,14 @@ impl PendingLine {
             Version::HTTP_3 => "HTTP/3.0",
             _ => "HTTP/1.1",
         };
-        let target = request.uri().to_string();
+        // HTTP/2 carries the scheme and authority apart; the line shows the path, as nginx's.
+        let target = match request.version() {
+            Version::HTTP_2 => request
+                .uri()
+                .path_and_query()
+                .map_or("/".into(), ToString::to_string),
+            _ => request.uri().to_string(),
+        };
         let header = |name| {
             request
                 .headers()
