@@ -84,20 +84,7 @@ impl Handler {
         let codings =
             encoding::accepted(request.headers().get(ACCEPT_ENCODING).map(|v| v.as_bytes()));
         let with_content = request.method() == Method::GET;
-        let handler = self.clone();
-        let looked_up = spawn_blocking(move || {
-            let found = handler.site.lookup(&path, &codings, with_content);
-            (path, found)
-        })
-        .await;
-        let (path, found) = match looked_up {
-            Ok(looked_up) => looked_up,
-            Err(e) => {
-                warn!("looking up {} failed: {e}", request.uri().path());
-                return file_response::internal_error();
-            }
-        };
-        match found {
+        match self.site.lookup(&path, &codings, with_content) {
             Lookup::File(hit) => file_response::respond(request.method(), request.headers(), hit),
             Lookup::AddSlash => {
                 let mut location = path.encoded();
@@ -111,12 +98,22 @@ impl Handler {
                     Response::builder().header(LOCATION, location),
                 )
             }
-            Lookup::Listing(page) => finish(
-                Response::builder()
-                    .header(CONTENT_TYPE, "text/html; charset=utf-8")
-                    .header(CONTENT_SECURITY_POLICY, LISTING_POLICY),
-                Body::bytes(page),
-            ),
+            Lookup::Listing(relative) => {
+                let handler = self.clone();
+                let listed = spawn_blocking(move || handler.site.listing(&path, &relative)).await;
+                match listed.map_err(std::io::Error::other).and_then(|page| page) {
+                    Ok(page) => finish(
+                        Response::builder()
+                            .header(CONTENT_TYPE, "text/html; charset=utf-8")
+                            .header(CONTENT_SECURITY_POLICY, LISTING_POLICY),
+                        Body::bytes(page),
+                    ),
+                    Err(e) => {
+                        warn!("cannot list {}: {e}", request.uri().path());
+                        plain(StatusCode::INTERNAL_SERVER_ERROR, Response::builder())
+                    }
+                }
+            }
             Lookup::NoIndex | Lookup::Forbidden => {
                 plain(StatusCode::FORBIDDEN, Response::builder())
             }

@@ -278,7 +278,7 @@ impl Service for WebService {
                 while tasks_now.open_connections() > 0 {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                log.flush().await;
+                log.flush();
                 Ok(())
             });
         }
