@@ -849,6 +849,53 @@ assert idle.recv(1) == b'' and time.time() - t < 5, 'the idle connection was not
 }
 
 #[test]
+fn clients_that_stop_reading_are_dropped_and_hold_little_memory() {
+    let site = Site::new("web-stalled");
+    std::fs::File::create(site.root().join("sparse.bin"))
+        .unwrap()
+        .set_len(200_000_000)
+        .unwrap();
+    let (mut host, port) = site.serve(&["--send-timeout", "2s"]);
+    curl(&[
+        "-o",
+        "/dev/null",
+        &format!("http://127.0.0.1:{port}/big.bin"),
+    ]);
+    let before = peak_kb(host.pid());
+    python(
+        port,
+        r#"
+stalled = []
+for _ in range(50):
+    s = socket.create_connection(('127.0.0.1', PORT), timeout=20)
+    s.sendall(b'GET /sparse.bin HTTP/1.1\r\nHost: x\r\n\r\n')
+    stalled.append(s)
+time.sleep(1)
+for _ in range(10):
+    t = time.time(); assert get('/a.txt')[0] == 200; assert time.time() - t < 1, 'slowed by readers that stopped'
+time.sleep(4)
+for s in stalled:
+    total = 0
+    try:
+        while True:
+            b = s.recv(1 << 20)
+            if not b:
+                break
+            total += len(b)
+    except ConnectionResetError:
+        pass
+    assert total < 200_000_000, 'a client that stopped reading was not cut off'
+"#,
+    );
+    let after = peak_kb(host.pid());
+    assert!(
+        after < before + 100_000,
+        "50 stalled downloads took the peak from {before} kB to {after} kB"
+    );
+    host.stop();
+}
+
+#[test]
 fn max_connections_holds_the_next_client_until_one_ends() {
     let site = Site::new("web-max");
     let (mut host, port) = site.serve(&["--max-connections", "2"]);

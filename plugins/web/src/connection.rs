@@ -2,6 +2,7 @@
 //! with the limits that keep a slow or hostile client from holding more than its share.
 
 use crate::handler::Handler;
+use crate::send_timeout::SendTimeout;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -20,23 +21,31 @@ const MAX_HEADER_BYTES: usize = 32 * 1024;
 const MAX_BUFFER: usize = 64 * 1024;
 const MAX_STREAMS: u32 = 128;
 
+/// How long clients may dawdle.
+#[derive(Clone, Copy)]
+pub struct Timeouts {
+    /// The time a client may take to send a request's headers, and how long an idle
+    /// connection stays open.
+    pub header: Duration,
+    /// How long a response may wait for a client that takes none of it.
+    pub send: Duration,
+}
+
 /// Serves one connection until the client is done, it breaks a limit, or the service stops
 /// (then the request in progress finishes and the connection closes).
-///
-/// `header_timeout` bounds both the time a client may take to send a request's headers and
-/// how long an idle keep-alive connection stays open.
 pub async fn serve(
     stream: Stream,
     peer: PeerAddr,
     handler: Arc<Handler>,
-    header_timeout: Duration,
+    timeouts: Timeouts,
     shutdown: Shutdown,
 ) -> Result<()> {
+    let header_timeout = timeouts.header;
     // Responses are written whole; waiting to fill a packet only delays the last bytes.
     let _ = stream.set_nodelay(true);
     let h2 = stream.alpn_protocol() == Some(b"h2");
     let service = service_fn(move |request| handler.clone().respond(request, peer));
-    let io = TokioIo::new(stream);
+    let io = TokioIo::new(SendTimeout::new(stream, timeouts.send));
     let served = if h2 {
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder

@@ -21,9 +21,11 @@ mod listing;
 mod range;
 mod request_path;
 mod root;
+mod send_timeout;
 mod site;
 
 use access_log::{AccessLog, FileLog};
+use connection::Timeouts;
 use handler::Handler;
 use http::{HeaderName, HeaderValue};
 use plugin_api::tracing::info;
@@ -78,6 +80,12 @@ fn options() -> Vec<OptionSpec> {
             "How long a client may take to send a request's headers, and how long an idle connection is kept.",
         )
         .default("10s"),
+        OptionSpec::param(
+            "send-timeout",
+            OptionKind::DURATION,
+            "How long a response may wait for a client that reads none of it before the connection is closed.",
+        )
+        .default("60s"),
         OptionSpec::max_connections(1024),
         OptionSpec::param(
             "max-connections-per-ip",
@@ -92,7 +100,7 @@ struct WebService {
     endpoints: Vec<Endpoint>,
     listeners: Vec<Listener>,
     limits: ConnectionLimits,
-    header_timeout: Duration,
+    timeouts: Timeouts,
     /// Ready to serve; shared by every connection once started.
     handler: Option<Handler>,
     /// `--access-log FILE`: opened in `privileged_start`, reopened on SIGHUP.
@@ -106,10 +114,16 @@ fn make_service(options: &Options) -> Result<WebService> {
         Some(path) if path.as_os_str() != "-" => Some(std::path::absolute(&path)?),
         _ => None,
     };
-    let header_timeout = options
-        .duration("header-timeout")?
-        .filter(|t| !t.is_zero())
-        .ok_or("--header-timeout must be longer than 0s")?;
+    let positive = |long: &str| -> Result<Duration> {
+        options
+            .duration(long)?
+            .filter(|t| !t.is_zero())
+            .ok_or_else(|| format!("--{long} must be longer than 0s").into())
+    };
+    let timeouts = Timeouts {
+        header: positive("header-timeout")?,
+        send: positive("send-timeout")?,
+    };
     info!(
         "serving {} (index: {}; listing: {}; dotfiles: {}; symlinks: {}; access log: {})",
         served.display(),
@@ -133,7 +147,7 @@ fn make_service(options: &Options) -> Result<WebService> {
         endpoints: options.listen_endpoints("listen", "port", "interface")?,
         listeners: Vec::new(),
         limits: ConnectionLimits::from_options(options)?,
-        header_timeout,
+        timeouts,
         handler: Some(Handler {
             site,
             extra_headers: options
@@ -264,10 +278,9 @@ impl Service for WebService {
     fn start(&mut self, tasks: &Tasks) -> Result<()> {
         let handler = Arc::new(self.handler.take().ok_or("the service was started twice")?);
         for listener in self.listeners.drain(..) {
-            let (handler, timeout, shutdown) =
-                (handler.clone(), self.header_timeout, tasks.shutdown());
+            let (handler, timeouts, shutdown) = (handler.clone(), self.timeouts, tasks.shutdown());
             tasks.serve(listener, &self.limits, move |stream, peer| {
-                connection::serve(stream, peer, handler.clone(), timeout, shutdown.clone())
+                connection::serve(stream, peer, handler.clone(), timeouts, shutdown.clone())
             });
         }
         if let Some(log) = self.access_log.clone() {
