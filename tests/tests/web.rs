@@ -334,9 +334,9 @@ status, headers, body = ranged('/a.txt', 'bytes=0-4', {'If-Range': '"stale"'})
 assert status == 200 and body == b'hello\nworld\n', (status, body)
 assert ranged('/a.txt', 'bytes=0-4', {'If-Range': 'Sat, 01 Jan 2000 00:00:00 GMT'})[0] == 200
 assert ranged('/a.txt', 'bytes=0-4', {'If-Range': 'W/' + etag})[0] == 200
-# HEAD ignores Range (defined for GET only).
+# HEAD: the headers of the GET, 206 and all, without the body.
 status, headers, body = ranged('/a.txt', 'bytes=0-4', method='HEAD')
-assert status == 200 and headers['content-length'] == '12' and body == b'', headers
+assert status == 206 and headers['content-length'] == '5' and headers['content-range'] == 'bytes 0-4/12' and body == b'', headers
 "#,
     );
     let resumed = TempDir::new("web-ranges-out");
@@ -625,6 +625,8 @@ fn http2_over_tls_with_a_certificate_made_here() {
         &listen,
         "--path",
         site.root().to_str().unwrap(),
+        "--header-timeout",
+        "2s",
     ]);
     let line = host.wait_for_line("web starting on ssl:");
     let port: u16 = line
@@ -688,6 +690,35 @@ with socket.create_connection(('127.0.0.1', PORT), timeout=20) as s:
 context = ssl.create_default_context(cafile={cacert:?})
 c = http.client.HTTPSConnection('localhost', PORT, context=context, timeout=20)
 c.request('GET', '/list/'); r = c.getresponse(); assert r.status == 200 and b'Index of /list/' in r.read()
+# An HTTP/2 connection that asks for nothing gets GOAWAY and is closed (--header-timeout 2s).
+context = ssl.create_default_context(cafile={cacert:?})
+context.set_alpn_protocols(['h2'])
+with socket.create_connection(('127.0.0.1', PORT), timeout=20) as s:
+    with context.wrap_socket(s, server_hostname='localhost') as t:
+        # A live client: it acknowledges settings and answers every ping, but asks for nothing.
+        t.sendall(b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n' + b'\x00\x00\x00\x04\x00\x00\x00\x00\x00')
+        t.settimeout(1)
+        started, pending, kinds = time.time(), b'', []
+        while time.time() - started < 12:
+            try:
+                b = t.recv(65536)
+            except socket.timeout:
+                continue
+            except (ConnectionResetError, ssl.SSLError):
+                break
+            if not b:
+                break
+            pending += b
+            while len(pending) >= 9 and len(pending) >= 9 + int.from_bytes(pending[:3], 'big'):
+                length, kind, flags = int.from_bytes(pending[:3], 'big'), pending[3], pending[4]
+                payload, pending = pending[9:9 + length], pending[9 + length:]
+                kinds.append(kind)
+                if kind == 4 and not flags & 1:
+                    t.sendall(b'\x00\x00\x00\x04\x01\x00\x00\x00\x00')
+                if kind == 6 and not flags & 1:
+                    t.sendall(b'\x00\x00\x08\x06\x01\x00\x00\x00\x00' + payload)
+        assert time.time() - started < 8, 'an idle HTTP/2 connection stayed open: %r' % kinds
+        assert 7 in kinds, 'no GOAWAY: %r' % kinds
 "#
         ),
     );

@@ -10,6 +10,7 @@ use plugin_api::tracing::{debug, warn};
 use plugin_api::{tokio, PeerAddr, Result, Shutdown, Stream};
 use std::future::Future;
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,7 +45,12 @@ pub async fn serve(
     // Responses are written whole; waiting to fill a packet only delays the last bytes.
     let _ = stream.set_nodelay(true);
     let h2 = stream.alpn_protocol() == Some(b"h2");
-    let service = service_fn(move |request| handler.clone().respond(request, peer));
+    let requests = Arc::new(AtomicU64::new(0));
+    let counted = requests.clone();
+    let service = service_fn(move |request| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        handler.clone().respond(request, peer)
+    });
     let io = TokioIo::new(SendTimeout::new(stream, timeouts.send));
     let served = if h2 {
         let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -54,9 +60,16 @@ pub async fn serve(
             .max_concurrent_streams(MAX_STREAMS)
             .keep_alive_interval(header_timeout)
             .keep_alive_timeout(header_timeout);
-        until_shutdown(builder.serve_connection(io, service), &shutdown, |c| {
-            c.graceful_shutdown()
-        })
+        // hyper closes no idle HTTP/2 connection by itself (a client that answers pings could
+        // hold one forever): one that starts no request for a whole `header_timeout` is shut
+        // down gracefully, its streams in progress finishing first.
+        let idle = Some((requests.as_ref(), header_timeout));
+        until_shutdown(
+            builder.serve_connection(io, service),
+            &shutdown,
+            idle,
+            |c| c.graceful_shutdown(),
+        )
         .await
     } else {
         let mut builder = http1::Builder::new();
@@ -65,9 +78,13 @@ pub async fn serve(
             .header_read_timeout(header_timeout)
             .max_header_size(MAX_HEADER_BYTES)
             .max_buf_size(MAX_BUFFER);
-        until_shutdown(builder.serve_connection(io, service), &shutdown, |c| {
-            c.graceful_shutdown()
-        })
+        // hyper's header timeout already closes idle HTTP/1 connections.
+        until_shutdown(
+            builder.serve_connection(io, service),
+            &shutdown,
+            None,
+            |c| c.graceful_shutdown(),
+        )
         .await
     };
     match served {
@@ -80,19 +97,34 @@ pub async fn serve(
     Ok(())
 }
 
-/// Runs `connection`; on shutdown, lets it finish the request in progress, then close.
+/// Runs `connection`; on shutdown, or when `idle` says (a request count that has not moved
+/// for that long), lets it finish the requests in progress, then close.
 async fn until_shutdown<C, E>(
     connection: C,
     shutdown: &Shutdown,
+    idle: Option<(&AtomicU64, Duration)>,
     graceful: fn(Pin<&mut C>),
 ) -> std::result::Result<(), E>
 where
     C: Future<Output = std::result::Result<(), E>>,
 {
     let mut connection = pin!(connection);
-    tokio::select! {
-        done = connection.as_mut() => return done,
-        () = shutdown.requested() => graceful(connection.as_mut()),
+    let period = idle.map_or(Duration::from_secs(3600), |(_, period)| period);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            done = connection.as_mut() => return done,
+            () = shutdown.requested() => break,
+            _ = ticks.tick(), if idle.is_some() => {
+                let count = idle.map_or(0, |(requests, _)| requests.load(Ordering::Relaxed));
+                if count == seen {
+                    break;
+                }
+                seen = count;
+            }
+        }
     }
+    graceful(connection.as_mut());
     connection.await
 }

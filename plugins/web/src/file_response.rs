@@ -32,11 +32,10 @@ pub fn respond(method: &Method, headers: &HeaderMap, hit: Hit) -> Response<Body>
     }
     builder = builder.header(ACCEPT_RANGES, "bytes");
     let len = hit.file.len;
-    // Ranges are defined for GET only (RFC 9110 §14.2); a HEAD gets the whole file's headers.
+    // Only GET and HEAD come here. A HEAD gets the headers its GET would get (RFC 9110
+    // §9.3.2), a 206's included, as from nginx and Apache.
     let ranges = match headers.get(RANGE) {
-        Some(value)
-            if method == Method::GET && conditional::range_allowed(headers, &validators) =>
-        {
+        Some(value) if conditional::range_allowed(headers, &validators) => {
             range::parse(value.as_bytes(), len)
         }
         _ => Ranges::Full,
