@@ -50,16 +50,17 @@ pub fn run(options: &Options) -> Result<(), String> {
     let url = |server: &Server, (name, _): (&str, u64)| format!("http://{}/{name}", server.addr());
     let mut small: [Vec<wrk::Outcome>; 2] = Default::default();
     let mut large: [Vec<wrk::Outcome>; 2] = Default::default();
+    // CPU time per request: what a request costs the server, whatever else the shared machine
+    // is doing; requests per second move with that.
+    let mut cpu_per_request: [Vec<f64>; 2] = Default::default();
     for round in 0..options.rounds {
         for side in report::sides(round) {
             let target = url(pair[side], SMALL);
-            small[side].push(wrk::run(
-                &wrk,
-                &target,
-                SMALL_CONNECTIONS,
-                2,
-                options.duration,
-            )?);
+            let before = pair[side].cpu_seconds()?;
+            let outcome = wrk::run(&wrk, &target, SMALL_CONNECTIONS, 2, options.duration)?;
+            let used = pair[side].cpu_seconds()? - before;
+            cpu_per_request[side].push(used * 1e6 / outcome.requests.max(1) as f64);
+            small[side].push(outcome);
         }
         for side in report::sides(round) {
             let target = url(pair[side], LARGE);
@@ -88,13 +89,18 @@ pub fn run(options: &Options) -> Result<(), String> {
             &large,
             |o| o.mb_per_sec,
         ),
+        Row::of(
+            "server CPU µs per request, 1 KiB".into(),
+            &cpu_per_request,
+            |&us| us,
+        ),
         rss_started,
         rss_loaded,
     ];
     println!();
     report::print_table(COLUMNS, "ratio (host/nginx)", &rows);
     println!();
-    report::print_spread(COLUMNS, &rows[..2]);
+    report::print_spread(COLUMNS, &rows[..3]);
     println!();
     println!(
         "Sending the {} B file alone, one connection, by minimal servers that differ only in \

@@ -18,6 +18,8 @@ pub fn locate() -> Result<PathBuf, String> {
 
 /// What one wrk run measured.
 pub struct Outcome {
+    /// Responses received in the whole run.
+    pub requests: u64,
     pub requests_per_sec: f64,
     /// In MB (10^6 bytes) per second, the unit of the other benches.
     pub mb_per_sec: f64,
@@ -57,6 +59,13 @@ fn parse(text: &str) -> Option<Outcome> {
             .map(str::trim)
     };
     let requests_per_sec = value("Requests/sec:")?.parse().ok()?;
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     let mb_per_sec = bytes(value("Transfer/sec:")?)? / 1e6;
     let socket_errors: u64 = value("Socket errors:").map_or(0, |errors| {
         errors
@@ -66,6 +75,7 @@ fn parse(text: &str) -> Option<Outcome> {
     });
     let bad_status: u64 = value("Non-2xx or 3xx responses:").map_or(0, |n| n.parse().unwrap_or(0));
     Some(Outcome {
+        requests,
         requests_per_sec,
         mb_per_sec,
         errors: socket_errors + bad_status,
@@ -103,6 +113,7 @@ Transfer/sec:      1.50GB
 ";
         let outcome = parse(text).unwrap();
         assert_eq!(outcome.requests_per_sec, 40000.5);
+        assert_eq!(outcome.requests, 80000);
         assert!((outcome.mb_per_sec - 1610.612736).abs() < 1e-6);
         assert_eq!(outcome.errors, 6);
     }

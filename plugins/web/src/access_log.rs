@@ -251,7 +251,7 @@ impl Shared {
     /// Takes what has gathered and writes it, holding the file's lock.
     fn write_waiting(&self, path: &Path) -> io::Result<()> {
         let mut file = lock(&self.file);
-        let (text, dropped) = {
+        let (mut text, dropped) = {
             let mut waiting = lock(&self.waiting);
             let dropped = std::mem::take(&mut waiting.dropped);
             (std::mem::take(&mut waiting.text), dropped)
@@ -262,7 +262,15 @@ impl Shared {
                 path.display()
             );
         }
-        file.write_all(&text)
+        let written = file.write_all(&text);
+        // The emptied buffer goes back, so the next batch does not grow one from nothing.
+        text.clear();
+        let mut waiting = lock(&self.waiting);
+        if waiting.text.capacity() < text.capacity() {
+            text.extend_from_slice(&waiting.text);
+            waiting.text = text;
+        }
+        written
     }
 }
 

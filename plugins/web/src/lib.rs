@@ -309,7 +309,7 @@ impl Service for WebService {
 
 export_service_maker! {
     tapname: "web",
-    description: "A static file server: correct HTTP, confined to its root, nginx-class speed.",
+    description: "A static file server: HTTP/1.1 and HTTP/2, every path confined to its root.",
     options: options,
     make_service: make_service,
 }
