@@ -532,6 +532,53 @@ assert get('/../secret.txt')[0] in (400, 404), 'but .. still never climbs'
 }
 
 #[test]
+fn a_symlink_swapped_during_requests_never_leads_outside() {
+    let site = Site::new("web-race");
+    std::fs::create_dir(site.root().join("d")).unwrap();
+    std::fs::write(site.root().join("d/secret.txt"), "inside\n").unwrap();
+    let outside = site.dir.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), SECRET).unwrap();
+    symlink("d", site.root().join("race")).unwrap();
+    let (mut host, port) = site.serve(&[]);
+    // A link that flips between a directory inside the root and one outside it, as fast as it
+    // can, while requests go through it: a check-then-open server would lose this race.
+    let out = python(
+        port,
+        &format!(
+            r#"
+root, outside = {root:?}, {outside:?}
+done = threading.Event()
+def flip():
+    n = 0
+    while not done.is_set():
+        target = 'd' if n % 2 else outside
+        os.symlink(target, root + '/race.new'); os.replace(root + '/race.new', root + '/race'); n += 1
+flipper = threading.Thread(target=flip); flipper.start()
+seen = {{}}
+try:
+    c = http.client.HTTPConnection('127.0.0.1', PORT, timeout=20)
+    started = time.time()
+    for _ in range(3000):
+        c.request('GET', '/race/secret.txt'); r = c.getresponse(); body = r.read()
+        assert {SECRET:?}.encode() not in body, 'served the file outside the root'
+        seen[r.status] = seen.get(r.status, 0) + 1
+        if time.time() - started > 15:
+            break
+finally:
+    done.set(); flipper.join()
+assert set(seen) <= {{200, 404}} and seen.get(200) and seen.get(404), seen
+print(seen)
+"#,
+            root = site.root().to_str().unwrap(),
+            outside = outside.to_str().unwrap(),
+        ),
+    );
+    assert!(out.contains("200"), "{out}");
+    host.stop();
+}
+
+#[test]
 fn methods_and_what_rfc_9112_requires() {
     let site = Site::new("web-http");
     let (mut host, port) = site.serve(&[]);
