@@ -77,8 +77,8 @@ impl Body {
         self.remaining
     }
 
-    pub fn with_log(mut self, line: Option<PendingLine>) -> Self {
-        self.log = line;
+    pub fn with_log(mut self, line: PendingLine) -> Self {
+        self.log = Some(line);
         self
     }
 

@@ -34,7 +34,7 @@ pub struct Handler {
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
     /// `--cors`: the origin allowed to read responses from other sites' pages.
     pub cors: Option<HeaderValue>,
-    pub access_log: Option<AccessLog>,
+    pub access_log: AccessLog,
 }
 
 impl Handler {
@@ -44,19 +44,14 @@ impl Handler {
         request: Request<B>,
         peer: PeerAddr,
     ) -> Result<Response<Body>, Infallible> {
-        let mut line = self
-            .access_log
-            .as_ref()
-            .map(|log| PendingLine::new(log, &request, &peer));
+        let mut line = PendingLine::new(&self.access_log, &request, &peer);
         let mut response = self.answer(&request).await;
         if request.method() == Method::HEAD {
             // The headers (Content-Length included) of a GET, without its body.
             response = response.map(|_| Body::empty());
         }
         self.decorate(request.headers(), response.headers_mut());
-        if let Some(line) = &mut line {
-            line.set_status(response.status().as_u16());
-        }
+        line.set_status(response.status().as_u16());
         Ok(response.map(|body| body.with_log(line)))
     }
 

@@ -124,11 +124,28 @@ fn make_service(options: &Options) -> Result<WebService> {
         header: positive("header-timeout")?,
         send: positive("send-timeout")?,
     };
+    let extra_headers = options
+        .values("add-header")
+        .map(parse_header)
+        .collect::<Result<_>>()?;
+    let cors = options
+        .get("cors")
+        .map(|origin| {
+            HeaderValue::from_str(origin)
+                .ok()
+                .filter(|_| !origin.is_empty() && !origin.contains([',', ' ']))
+                .ok_or(format!(
+                    "--cors '{origin}' is not one origin (e.g. https://example.org) or '*'"
+                ))
+        })
+        .transpose()?;
+    let endpoints = options.listen_endpoints("listen", "port", "interface")?;
+    let limits = ConnectionLimits::from_options(options)?;
     info!(
         "serving {} (index: {}; listing: {}; dotfiles: {}; symlinks: {}; access log: {})",
         served.display(),
         site.indexes.join(", "),
-        on_off(site.listing),
+        if site.listing { "on" } else { "off" },
         if site.show_dotfiles {
             "served"
         } else {
@@ -144,40 +161,19 @@ fn make_service(options: &Options) -> Result<WebService> {
             .map_or("the host's log".to_string(), |p| p.display().to_string()),
     );
     Ok(WebService {
-        endpoints: options.listen_endpoints("listen", "port", "interface")?,
+        endpoints,
         listeners: Vec::new(),
-        limits: ConnectionLimits::from_options(options)?,
+        limits,
         timeouts,
         handler: Some(Handler {
             site,
-            extra_headers: options
-                .values("add-header")
-                .map(parse_header)
-                .collect::<Result<_>>()?,
-            cors: options
-                .get("cors")
-                .map(|origin| {
-                    HeaderValue::from_str(origin)
-                        .ok()
-                        .filter(|_| !origin.is_empty() && !origin.contains([',', ' ']))
-                        .ok_or(format!(
-                            "--cors '{origin}' is not one origin (e.g. https://example.org) or '*'"
-                        ))
-                })
-                .transpose()?,
-            access_log: Some(AccessLog::HostLog),
+            extra_headers,
+            cors,
+            access_log: AccessLog::HostLog,
         }),
         access_log_path,
         access_log: None,
     })
-}
-
-fn on_off(on: bool) -> &'static str {
-    if on {
-        "on"
-    } else {
-        "off"
-    }
 }
 
 /// The served tree: `--path` (a directory, or one file in its directory) and the options
@@ -262,7 +258,7 @@ impl Service for WebService {
         if let Some(path) = &self.access_log_path {
             let log = FileLog::open(path)?;
             if let Some(handler) = &mut self.handler {
-                handler.access_log = Some(AccessLog::File(log.clone()));
+                handler.access_log = AccessLog::File(log.clone());
             }
             self.access_log = Some(log);
         }

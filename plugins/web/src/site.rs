@@ -1,5 +1,5 @@
 //! What is served and how: the root and the options about it, and the lookup of one request
-//! path (run on the blocking pool, since it opens, stats and may read files).
+//! path.
 
 use crate::body::read_exact_at;
 use crate::encoding::Coding;
@@ -49,7 +49,7 @@ pub struct Hit {
     pub content_type: HeaderValue,
     /// Set when this is a precompressed sibling, sent with `Content-Encoding`.
     pub coding: Option<Coding>,
-    /// The whole content, read already, when the file is at most one chunk long.
+    /// The whole content, read already, when the file is at most [`PRELOAD`] bytes long.
     pub content: Option<Bytes>,
 }
 
@@ -59,8 +59,9 @@ impl Site {
     /// work to another thread and back (measured with `bench web`: the hand-off cost a third
     /// of the requests per second). nginx does the same by default. Listings and large files,
     /// whose reads take longer, go to the blocking pool.
-    /// `codings` are the precompressed siblings the client accepts;
-    /// `with_content` reads a small file's content at once (not for HEAD).
+    ///
+    /// `codings` are the precompressed siblings the client accepts; `with_content` reads a
+    /// small file's content at once (not for HEAD).
     pub fn lookup(&self, path: &RequestPath, codings: &[Coding], with_content: bool) -> Lookup {
         let relative = match &self.single_file {
             None => path.relative(),
@@ -71,7 +72,8 @@ impl Site {
             },
         };
         let found = match self.root.open_entry(&relative) {
-            Ok(Opened::File(_)) if path.trailing_slash && self.single_file.is_none() => {
+            // `/a.txt/` names a directory that is not there (`/` alone may name the single file).
+            Ok(Opened::File(_)) if path.trailing_slash && path.last_name().is_some() => {
                 return Lookup::NotFound
             }
             Ok(Opened::File(file)) => self.file(&relative, file, codings, with_content),
