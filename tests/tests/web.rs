@@ -773,6 +773,90 @@ with socket.create_connection(('127.0.0.1', PORT), timeout=20) as s:
 }
 
 #[test]
+fn an_http2_client_that_stops_its_streams_is_dropped() {
+    let site = Site::new("web-h2-stall");
+    std::fs::File::create(site.root().join("sparse.bin"))
+        .unwrap()
+        .set_len(100_000_000)
+        .unwrap();
+    let (cert, key) = self_signed(site.dir.path());
+    let listen = format!(
+        "ssl:0:interface=127.0.0.1:privateKey={}:certKey={}",
+        key.display(),
+        cert.display()
+    );
+    let root = site.root();
+    let mut host = Running::start(&[
+        "--pidfile",
+        "",
+        "-n",
+        "web",
+        "--listen",
+        &listen,
+        "--path",
+        root.to_str().unwrap(),
+        "--header-timeout",
+        "30s",
+        "--send-timeout",
+        "2s",
+    ]);
+    let line = host.wait_for_line("web starting on ssl:");
+    let port: u16 = line
+        .split("ssl:")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // HTTP/2 by hand: a GET for 100 MB, then never a WINDOW_UPDATE (so the server may send only
+    // the first 64 KiB), while answering every ping, as a live client would.
+    python(
+        port,
+        &format!(
+            r#"
+context = ssl.create_default_context(cafile={cacert:?})
+context.set_alpn_protocols(['h2'])
+def frame(kind, flags, stream, payload):
+    return len(payload).to_bytes(3, 'big') + bytes([kind, flags]) + stream.to_bytes(4, 'big') + payload
+def literal(index, value):
+    return bytes([index, len(value)]) + value
+headers = b'\x82\x87' + literal(4, b'/sparse.bin') + literal(1, b'localhost')
+with socket.create_connection(('127.0.0.1', PORT), timeout=20) as s:
+    with context.wrap_socket(s, server_hostname='localhost') as t:
+        t.sendall(b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n' + frame(4, 0, 0, b'') + frame(1, 5, 1, headers))
+        t.settimeout(1)
+        started, pending, data = time.time(), b'', 0
+        while time.time() - started < 15:
+            try:
+                b = t.recv(65536)
+            except socket.timeout:
+                continue
+            except (ConnectionResetError, ssl.SSLError):
+                break
+            if not b:
+                break
+            pending += b
+            while len(pending) >= 9 and len(pending) >= 9 + int.from_bytes(pending[:3], 'big'):
+                length, kind, flags = int.from_bytes(pending[:3], 'big'), pending[3], pending[4]
+                payload, pending = pending[9:9 + length], pending[9 + length:]
+                if kind == 0:
+                    data += length
+                if kind == 4 and not flags & 1:
+                    t.sendall(frame(4, 1, 0, b''))
+                if kind == 6 and not flags & 1:
+                    t.sendall(frame(6, 1, 0, payload))
+        assert 0 < data <= 65535, data
+        assert time.time() - started < 8, 'a stalled HTTP/2 stream held its connection'
+"#,
+            cacert = cert.to_str().unwrap()
+        ),
+    );
+    host.stop();
+}
+
+#[test]
 fn every_request_gets_one_combined_log_format_line() {
     let site = Site::new("web-log");
     let log = site.dir.join("access.log");

@@ -7,6 +7,7 @@
 //! while a slow client reads.
 
 use crate::access_log::PendingLine;
+use crate::connection::Watched;
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use plugin_api::tokio::task::{spawn_blocking, JoinHandle};
@@ -52,6 +53,8 @@ pub struct Body {
     /// The access-log line, written when the body is done with (sent, or dropped because the
     /// client went away), with the bytes actually handed over.
     log: Option<PendingLine>,
+    /// Counts this body as open, and its bytes as progress, for the connection's watchdog.
+    watched: Option<Watched>,
 }
 
 impl Body {
@@ -69,6 +72,7 @@ impl Body {
             parts: parts.into_iter().filter(|p| p.len() > 0).collect(),
             reading: None,
             log: None,
+            watched: None,
         }
     }
 
@@ -79,6 +83,11 @@ impl Body {
 
     pub fn with_log(mut self, line: PendingLine) -> Self {
         self.log = Some(line);
+        self
+    }
+
+    pub fn watched_by(mut self, watched: Watched) -> Self {
+        self.watched = Some(watched);
         self
     }
 
@@ -106,6 +115,9 @@ impl Body {
         self.remaining -= data.len() as u64;
         if let Some(log) = &mut self.log {
             log.sent(data.len() as u64);
+        }
+        if let Some(watched) = &self.watched {
+            watched.sent(data.len() as u64);
         }
         Poll::Ready(Some(Ok(Frame::data(data))))
     }

@@ -8,11 +8,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use plugin_api::tracing::{debug, warn};
 use plugin_api::{tokio, PeerAddr, Result, Shutdown, Stream};
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The request line and headers together, at most; more gets `431` (HTTP/1.1). nginx allows
 /// 4 × 8 KiB by default.
@@ -41,15 +42,18 @@ pub async fn serve(
     timeouts: Timeouts,
     shutdown: Shutdown,
 ) -> Result<()> {
-    let header_timeout = timeouts.header;
     // Responses are written whole; waiting to fill a packet only delays the last bytes.
     let _ = stream.set_nodelay(true);
     let h2 = stream.alpn_protocol() == Some(b"h2");
-    let requests = Arc::new(AtomicU64::new(0));
-    let counted = requests.clone();
+    let progress = Arc::new(Progress::default());
+    let watching = progress.clone();
     let service = service_fn(move |request| {
-        counted.fetch_add(1, Ordering::Relaxed);
-        handler.clone().respond(request, peer)
+        let watched = Watched::new(&watching);
+        let responded = handler.clone().respond(request, peer);
+        async move {
+            let response = responded.await?;
+            Ok::<_, Infallible>(response.map(|body| body.watched_by(watched)))
+        }
     });
     let io = TokioIo::new(SendTimeout::new(stream, timeouts.send));
     let served = if h2 {
@@ -58,16 +62,16 @@ pub async fn serve(
             .timer(TokioTimer::new())
             .max_header_list_size(MAX_HEADER_BYTES as u32)
             .max_concurrent_streams(MAX_STREAMS)
-            .keep_alive_interval(header_timeout)
-            .keep_alive_timeout(header_timeout);
-        // hyper closes no idle HTTP/2 connection by itself (a client that answers pings could
-        // hold one forever): one that starts no request for a whole `header_timeout` is shut
-        // down gracefully, its streams in progress finishing first.
-        let idle = Some((requests.as_ref(), header_timeout));
+            .keep_alive_interval(timeouts.header)
+            .keep_alive_timeout(timeouts.header);
+        // HTTP/2 needs a watchdog: a client that answers pings could hold an idle connection
+        // forever, and one that sends no WINDOW_UPDATE stalls its streams while the socket
+        // stays writable, which `SendTimeout` cannot see.
+        let watchdog = Some((progress.as_ref(), timeouts));
         until_shutdown(
             builder.serve_connection(io, service),
             &shutdown,
-            idle,
+            watchdog,
             |c| c.graceful_shutdown(),
         )
         .await
@@ -75,10 +79,11 @@ pub async fn serve(
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
+            .header_read_timeout(timeouts.header)
             .max_header_size(MAX_HEADER_BYTES)
             .max_buf_size(MAX_BUFFER);
-        // hyper's header timeout already closes idle HTTP/1 connections.
+        // hyper's header timeout closes idle HTTP/1 connections, and a response can only stall
+        // on the socket, where `SendTimeout` sees it.
         until_shutdown(
             builder.serve_connection(io, service),
             &shutdown,
@@ -97,34 +102,82 @@ pub async fn serve(
     Ok(())
 }
 
-/// Runs `connection`; on shutdown, or when `idle` says (a request count that has not moved
-/// for that long), lets it finish the requests in progress, then close.
+/// Runs `connection`. On shutdown it finishes the requests in progress, then closes. With a
+/// `watchdog`, a connection that starts no request for `Timeouts::header` is closed the same
+/// way, and one whose open responses take no byte for `Timeouts::send` is dropped.
 async fn until_shutdown<C, E>(
     connection: C,
     shutdown: &Shutdown,
-    idle: Option<(&AtomicU64, Duration)>,
+    watchdog: Option<(&Progress, Timeouts)>,
     graceful: fn(Pin<&mut C>),
 ) -> std::result::Result<(), E>
 where
     C: Future<Output = std::result::Result<(), E>>,
 {
     let mut connection = pin!(connection);
-    let period = idle.map_or(Duration::from_secs(3600), |(_, period)| period);
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    let mut seen = 0;
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    let (mut requests, mut sent) = (0, 0);
+    let (mut last_request, mut last_progress) = (Instant::now(), Instant::now());
+    let mut closing = false;
     loop {
         tokio::select! {
             done = connection.as_mut() => return done,
-            () = shutdown.requested() => break,
-            _ = ticks.tick(), if idle.is_some() => {
-                let count = idle.map_or(0, |(requests, _)| requests.load(Ordering::Relaxed));
-                if count == seen {
-                    break;
+            () = shutdown.requested(), if !closing => {
+                graceful(connection.as_mut());
+                closing = true;
+            }
+            _ = ticks.tick(), if watchdog.is_some() => {
+                let Some((progress, timeouts)) = watchdog else { continue };
+                let now = Instant::now();
+                let seen = progress.requests.load(Ordering::Relaxed);
+                if seen != requests {
+                    (requests, last_request) = (seen, now);
                 }
-                seen = count;
+                let delivered = progress.sent.load(Ordering::Relaxed);
+                if delivered != sent || progress.open.load(Ordering::Relaxed) == 0 {
+                    (sent, last_progress) = (delivered, now);
+                }
+                if now - last_progress >= timeouts.send {
+                    debug!("dropped an HTTP/2 connection whose responses took nothing for {:?}", timeouts.send);
+                    return Ok(());
+                }
+                if !closing && now - last_request >= timeouts.header {
+                    graceful(connection.as_mut());
+                    closing = true;
+                }
             }
         }
     }
-    graceful(connection.as_mut());
-    connection.await
+}
+
+/// What one connection's responses are doing, for the HTTP/2 watchdog.
+#[derive(Default)]
+pub struct Progress {
+    requests: AtomicU64,
+    /// Response bodies not yet done with.
+    open: AtomicUsize,
+    /// Body bytes taken by hyper, all responses together.
+    sent: AtomicU64,
+}
+
+/// One request's place in its connection's [`Progress`]: counted when it arrives, its body
+/// open until the body is dropped.
+pub struct Watched(Arc<Progress>);
+
+impl Watched {
+    fn new(progress: &Arc<Progress>) -> Self {
+        progress.requests.fetch_add(1, Ordering::Relaxed);
+        progress.open.fetch_add(1, Ordering::Relaxed);
+        Self(progress.clone())
+    }
+
+    pub fn sent(&self, bytes: u64) {
+        self.0.sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
