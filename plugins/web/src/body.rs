@@ -20,8 +20,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-/// How much of a file one read takes. Measured with `bench web` (see BENCHMARKS.md).
+/// How much of a file one read takes over HTTP/1.1. Measured with `bench web` (see
+/// BENCHMARKS.md).
 pub const CHUNK: usize = 512 * 1024;
+/// The same over HTTP/2, where every stream of a connection may hold a chunk waiting for the
+/// client's flow-control window: smaller, so 64 streams hold at most a few MiB.
+pub const STREAM_CHUNK: usize = 64 * 1024;
 
 /// One piece of a body.
 pub enum Part {
@@ -55,6 +59,8 @@ pub struct Body {
     log: Option<PendingLine>,
     /// Counts this body as open, and its bytes as progress, for the connection's watchdog.
     watched: Option<Watched>,
+    /// How much one read takes.
+    chunk: usize,
 }
 
 impl Body {
@@ -73,6 +79,7 @@ impl Body {
             reading: None,
             log: None,
             watched: None,
+            chunk: CHUNK,
         }
     }
 
@@ -83,6 +90,11 @@ impl Body {
 
     pub fn with_log(mut self, line: PendingLine) -> Self {
         self.log = Some(line);
+        self
+    }
+
+    pub fn in_chunks_of(mut self, chunk: usize) -> Self {
+        self.chunk = chunk;
         self
     }
 
@@ -99,7 +111,7 @@ impl Body {
         let Some(Part::File { file, offset, len }) = self.parts.front_mut() else {
             return;
         };
-        let take = (*len).min(CHUNK as u64);
+        let take = (*len).min(self.chunk as u64);
         let (file_now, at) = (file.clone(), *offset);
         *offset += take;
         *len -= take;

@@ -21,7 +21,9 @@ const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// hyper's read and write buffer, at most. Its write side is what bounds a slow client's
 /// memory: hyper asks the body for the next chunk only once less than this is waiting.
 const MAX_BUFFER: usize = 64 * 1024;
-const MAX_STREAMS: u32 = 128;
+/// Streams at once on one HTTP/2 connection (nginx allows 128; each of ours may hold a
+/// [`STREAM_CHUNK`](crate::body::STREAM_CHUNK) or two).
+const MAX_STREAMS: u32 = 64;
 
 /// How long clients may dawdle.
 #[derive(Clone, Copy)]

@@ -2,7 +2,7 @@
 //! answer, the lookup of the path, and the headers every response carries.
 
 use crate::access_log::{AccessLog, PendingLine};
-use crate::body::Body;
+use crate::body::{self, Body};
 use crate::encoding;
 use crate::file_response::{self, finish};
 use crate::request_path::RequestPath;
@@ -52,7 +52,11 @@ impl Handler {
         }
         self.decorate(request.headers(), response.headers_mut());
         line.set_status(response.status().as_u16());
-        Ok(response.map(|body| body.with_log(line)))
+        let chunk = match request.version() {
+            Version::HTTP_2 => body::STREAM_CHUNK,
+            _ => body::CHUNK,
+        };
+        Ok(response.map(|body| body.with_log(line).in_chunks_of(chunk)))
     }
 
     async fn answer<B>(self: &Arc<Self>, request: &Request<B>) -> Response<Body> {
