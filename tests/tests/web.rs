@@ -607,6 +607,20 @@ assert status_of(raw(b'GET /' + b'a' * 100000 + b' HTTP/1.1\r\nHost: x\r\n\r\n')
 # Garbage gets 400, not a hang.
 for junk in [b'\x00\x01\x02\r\n\r\n', b'GET\r\n\r\n', b'GET / HTTP/9.9\r\n\r\n', b'GE T / HTTP/1.1\r\n\r\n', b'GET /a%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n']:
     assert status_of(raw(junk, timeout=15)) == 400, junk
+# Request bodies are never read: one announcing a gigabyte gets its answer, then the close.
+for method, expected in [(b'GET', 200), (b'POST', 405)]:
+    s = socket.create_connection(('127.0.0.1', PORT), timeout=20)
+    s.sendall(method + b' /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n' + b'x' * 65536)
+    reply = b''
+    while True:
+        try:
+            b = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not b:
+            break
+        reply += b
+    assert status_of(reply) == expected, (method, reply[:100])
 # Pipelining: three requests in one write, three responses in order.
 response = raw(b'GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\nHEAD /page.html HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
 statuses = re.findall(rb'HTTP/1.1 (\d+)', response)
