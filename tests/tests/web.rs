@@ -1177,6 +1177,33 @@ fn a_stop_lets_a_download_in_progress_finish() {
 }
 
 #[test]
+fn a_file_that_shrinks_while_it_is_sent_ends_its_connection() {
+    let site = Site::new("web-shrink");
+    let file = site.root().join("shrinking.bin");
+    std::fs::write(&file, vec![7u8; 100_000_000]).unwrap();
+    let (mut host, port) = site.serve(&[]);
+    let download = Command::new("curl")
+        .args(["--silent", "--limit-rate", "20M", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{port}/shrinking.bin"))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(1_000_000)
+        .unwrap();
+    let out = download.wait_with_output().unwrap();
+    // curl's 18: the transfer ended before the promised Content-Length.
+    assert_eq!(out.status.code(), Some(18), "{out:?}");
+    host.wait_for_line(
+        "failed: error from user's Body stream: the file shrank while it was being sent",
+    );
+    host.stop();
+}
+
+#[test]
 fn unix_sockets_serve_too() {
     let site = Site::new("web-unix");
     let socket = site.dir.join("web.sock");

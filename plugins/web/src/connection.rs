@@ -97,11 +97,23 @@ pub async fn serve(
     match served {
         Ok(()) => {}
         // A file that could not be read while it was being sent.
-        Err(e) if e.is_user() => warn!("connection from {peer} failed: {e}"),
+        Err(e) if e.is_user() => warn!("connection from {peer} failed: {}", with_causes(&e)),
         // Timeouts, resets, malformed requests: the client's doing, logged only for debugging.
-        Err(e) => debug!("connection from {peer} closed: {e}"),
+        Err(e) => debug!("connection from {peer} closed: {}", with_causes(&e)),
     }
     Ok(())
+}
+
+/// `error: its cause: …`: hyper's errors say where a failure happened, their sources what it
+/// was ("the file shrank while it was being sent").
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(&format!(": {next}"));
+        cause = next.source();
+    }
+    text
 }
 
 /// Runs `connection`. On shutdown it finishes the requests in progress, then closes. With a
