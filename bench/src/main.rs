@@ -9,10 +9,13 @@ mod ftp_client;
 mod ftp_load;
 mod listing;
 mod load;
+mod nginx;
 mod report;
 mod scratch;
 mod servers;
 mod vsftpd;
+mod web;
+mod wrk;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +25,7 @@ const USAGE: &str =
     "usage: bench fastpoetry [--seconds S] [--rounds N] [--max-poems N] [--admin S] [--host PATH]
        bench listing [--rounds N] [--fixture PATH] [--host PATH]
        bench ftp [--seconds S] [--rounds N] [--host PATH]
+       bench web [--seconds S] [--rounds N] [--host PATH]
 
 fastpoetry: host's fastpoetry plugin against a minimal tokio server.
 listing: `host --plugin-dir DIR` listing 1 and 100 plugins, with and without DIR's
@@ -29,6 +33,9 @@ dropin.cache, against `host --version`.
 ftp: host's ftp plugin against vsftpd (/usr/sbin/vsftpd, from `apt-get install -y vsftpd`),
 both on 127.0.0.1 serving the same files: RETR of 200 MB by one client, and sessions (login,
 LIST, RETR 64 KiB, QUIT) by 20 clients at once.
+web: host's web plugin against nginx (/usr/sbin/nginx, from `apt-get install -y nginx-light`),
+both on 127.0.0.1 serving the same files, loaded by wrk (`apt-get install -y wrk`): requests/s
+for a 1 KiB file over 50 keep-alive connections, and MB/s for a 100 MB file.
 
   --seconds S     length of each measurement; ftp retrieves 200 MB at most 3 times in it
                   [default: 2]
@@ -69,6 +76,10 @@ fn main() -> ExitCode {
         Some("ftp") => {
             let accepted = ["--seconds", "--rounds", "--host"];
             parse_options(&args[2..], &accepted, 5).and_then(|o| ftp::run(&o))
+        }
+        Some("web") => {
+            let accepted = ["--seconds", "--rounds", "--host"];
+            parse_options(&args[2..], &accepted, 5).and_then(|o| web::run(&o))
         }
         Some("-h" | "--help") => {
             println!("{USAGE}");

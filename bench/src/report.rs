@@ -74,6 +74,31 @@ pub fn print_table(columns: [&str; 2], ratio: &str, rows: &[Row]) {
     }
 }
 
+/// Prints, for each row, the range of each server's rounds and of the per-round ratios: how
+/// far one run can be trusted on this shared machine.
+pub fn print_spread(columns: [&str; 2], rows: &[Row]) {
+    let [host, baseline] = columns;
+    println!("| spread over rounds (min–max) | {host} | {baseline} | ratio |");
+    println!("|---|---:|---:|---:|");
+    let range = |samples: &[f64], format: fn(f64) -> String| {
+        let finite = samples.iter().copied().filter(|s| s.is_finite());
+        let min = finite.clone().fold(f64::INFINITY, f64::min);
+        let max = finite.fold(f64::NEG_INFINITY, f64::max);
+        format!("{}–{}", format(min), format(max))
+    };
+    for row in rows {
+        let [host, baseline] = &row.samples;
+        let ratios: Vec<f64> = host.iter().zip(baseline).map(|(h, b)| h / b).collect();
+        println!(
+            "| {} | {} | {} | {} |",
+            row.label,
+            range(host, format_value),
+            range(baseline, format_value),
+            range(&ratios, format_ratio),
+        );
+    }
+}
+
 /// One command's wall times, in ms.
 pub struct Timing {
     pub label: String,

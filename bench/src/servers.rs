@@ -163,6 +163,40 @@ impl Server {
             .ok_or_else(|| format!("no VmRSS in {path}"))
     }
 
+    /// The CPU time (user and system) the server and its child processes (nginx's workers)
+    /// have used so far, in seconds.
+    pub fn cpu_seconds(&self) -> Result<f64, String> {
+        let ticks = |stat: &str| -> Option<(u32, u64)> {
+            // The fields after the command name, which may hold spaces, closed by ')'.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let parent = fields.get(1)?.parse().ok()?;
+            let used =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            Some((parent, used))
+        };
+        let own = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|stat| ticks(&stat))
+            .ok_or_else(|| format!("cannot read the CPU time of {}", self.name))?;
+        let entries = std::fs::read_dir("/proc").map_err(|e| format!("cannot read /proc: {e}"))?;
+        let children: u64 = entries
+            .flatten()
+            .filter(|entry| {
+                entry
+                    .file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+            .filter_map(|stat| ticks(&stat))
+            .filter(|(parent, _)| *parent == self.pid)
+            .map(|(_, used)| used)
+            .sum();
+        let per_second = rustix::param::clock_ticks_per_second().max(1) as f64;
+        Ok((own.1 + children) as f64 / per_second)
+    }
+
     /// Stops the server and checks that it exits, and exits cleanly.
     pub fn stop(mut self) -> Result<(), String> {
         let Some(child) = self.child.take() else {
