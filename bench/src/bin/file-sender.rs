@@ -27,8 +27,9 @@ fn exit_on_sigint() -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut interrupt =
-        runtime.block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) })?;
+    let mut interrupt = runtime.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    })?;
     std::thread::spawn(move || {
         runtime.block_on(interrupt.recv());
         std::process::exit(0)

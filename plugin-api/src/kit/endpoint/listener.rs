@@ -8,8 +8,8 @@ use crate::kit::scope::ServiceScope;
 use crate::kit::socket_activation::{self, Adopted};
 use abi_stable::std_types::{RErr, ROk, RSome};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
