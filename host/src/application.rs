@@ -13,6 +13,7 @@ use crate::instances::{lock, Ended, Instance, Maker, Running, State};
 use crate::logging::LogSink;
 use crate::process::privileges::{self, Identity};
 use crate::process::systemd;
+use crate::supervisor::worker::WorkerRole;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +84,7 @@ pub fn run(
     settings: Settings,
     maker: Maker,
     declared: Option<Declared>,
+    worker: Option<WorkerRole>,
     started: impl FnOnce(),
 ) -> Result<(), String> {
     // A current-thread runtime only for signals: the services run on the plugins' runtimes.
@@ -92,6 +94,20 @@ pub fn run(
         .map_err(|e| format!("cannot start the main loop: {e}"))?;
     let running = Running::new(instances);
     let health = Arc::new(Health::default());
+    // A worker tells its master when it is up, and answers its questions for /metrics.
+    let (reported, reported_health) = (running.clone(), health.clone());
+    let started = move || {
+        if let Some(worker) = &worker {
+            if let Err(e) = worker
+                .answer_reports(reported, reported_health)
+                .map_err(|e| e.to_string())
+                .and_then(|()| worker.ready())
+            {
+                error!("cannot tell the master that the services are up: {e}");
+            }
+        }
+        started();
+    };
     let hangups = Hangups {
         work: Arc::new(HangupWork {
             running: running.clone(),
@@ -322,7 +338,10 @@ fn start_all(
     let admin = settings
         .admin
         .as_ref()
-        .map(|endpoint| Admin::start(endpoint, health.clone(), running.clone()))
+        .map(|endpoint| {
+            let sources = crate::admin::local(running.clone(), health.clone());
+            Admin::start(endpoint, health.clone(), sources)
+        })
         .transpose()
         .and_then(|admin| give_up_privileges(settings).map(|()| admin));
     let admin = match admin {

@@ -47,6 +47,8 @@ pub struct LogOptions {
 /// How the process lives: daemon or not, pid file, privileges, shutdown, the admin endpoint.
 pub struct ProcessOptions {
     pub admin: Option<plugin_api::Endpoint>,
+    /// Run the services in this many worker processes under a master (`--workers`).
+    pub workers: Option<u32>,
     pub nodaemon: bool,
     /// `None` when `--pidfile ''` asks for no pid file.
     pub pidfile: Option<PathBuf>,
@@ -82,6 +84,10 @@ pub fn command() -> Command {
         .arg(
             value("admin", None, "ENDPOINT", "Serve /healthz, /readyz, /metrics and /services over HTTP on ENDPOINT, e.g. tcp:9100:interface=127.0.0.1 [default: off]")
                 .value_parser(|text: &str| text.parse::<plugin_api::Endpoint>().map_err(|e| e.to_string())),
+        )
+        .arg(
+            value("workers", None, "N", "Run the services in N worker processes under a master that holds their sockets, replaces a worker that dies and upgrades on SIGUSR2 without refusing a connection [default: one process]")
+                .value_parser(value_parser!(u32).range(1..=256)),
         )
         .next_help_heading("Process")
         .arg(flag("nodaemon", Some('n'), "Run in the foreground, logging to stdout"))
@@ -237,6 +243,7 @@ pub fn parse(cli: &ArgMatches, file: Option<&ArgMatches>) -> GlobalOptions {
                 .source("admin")
                 .get_one::<plugin_api::Endpoint>("admin")
                 .cloned(),
+            workers: layers.source("workers").get_one::<u32>("workers").copied(),
             nodaemon: layers.source("nodaemon").get_flag("nodaemon"),
             pidfile: string("pidfile")
                 .filter(|p| !p.is_empty())

@@ -17,14 +17,28 @@ mod plugin_options;
 mod plugins_report;
 mod process;
 mod resource_limits;
+mod supervisor;
 mod usage;
 
 use app::{AppFile, OnFailure, Origin, ServiceSpec};
 use dropin_cache::{discover, Discovery, LoadError, Plugin, Prober, SearchPath};
+use launch::Role;
 use plugin_api::abi::{OptionSpec, OptionValue};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use supervisor::worker::WorkerRole;
+
+/// The directory host was started in.
+static STARTED_IN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The directory host was started in (relative paths on its command line mean paths there).
+pub fn started_in() -> PathBuf {
+    STARTED_IN
+        .get()
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
 
 /// The hidden subcommand a probe child runs: `host __probe-plugins FILE...`.
 const PROBE_SUBCOMMAND: &str = "__probe-plugins";
@@ -70,7 +84,17 @@ fn main() -> ExitCode {
             Err(_) => ExitCode::FAILURE,
         };
     }
-    match run(args) {
+    // Where host was started: a master starts its workers there, whatever --rundir says.
+    let _ = STARTED_IN.set(std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")));
+    // First, while this is the only thread: a worker's channels are named in its environment.
+    let worker = match supervisor::worker::from_env() {
+        Ok(worker) => worker,
+        Err(message) => {
+            eprintln!("host: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args, worker) {
         Ok(()) => ExitCode::SUCCESS,
         Err(exit) => {
             if let Some(message) = exit.message {
@@ -81,7 +105,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Vec<OsString>) -> Result<(), Exit> {
+fn run(args: Vec<OsString>, worker: Option<WorkerRole>) -> Result<(), Exit> {
     let matches = cli::command()
         .try_get_matches_from(args)
         .unwrap_or_else(|e| e.exit());
@@ -117,7 +141,8 @@ fn run(args: Vec<OsString>) -> Result<(), Exit> {
             return Ok(());
         };
         let service = command_line_service(&discovery, tapname, args)?;
-        return launch::launch(vec![service], None, &options, &exe);
+        let role = role(worker, &options);
+        return launch::launch(vec![service], None, &options, &exe, role);
     };
     if options.help {
         print!("{}", usage::render(&discovery));
@@ -157,7 +182,18 @@ fn run(args: Vec<OsString>) -> Result<(), Exit> {
         finder,
         command_line,
     };
-    launch::launch(services, Some(declared), &options, &exe)
+    let role = role(worker, &options);
+    launch::launch(services, Some(declared), &options, &exe, role)
+}
+
+/// What this process is to its services: a worker of a master, a master (`--workers`), or,
+/// as `host` always was, the one process that runs them.
+fn role(worker: Option<WorkerRole>, options: &cli::GlobalOptions) -> Role {
+    match (worker, options.process.workers) {
+        (Some(worker), _) => Role::Worker(worker),
+        (None, Some(workers)) => Role::Master { workers },
+        (None, None) => Role::Single,
+    }
 }
 
 /// How plugins are found: the search path and the prober, kept so that SIGHUP can look again.

@@ -6,7 +6,7 @@
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RArc, RErr, ROk, ROption, RResult, RSome, RStr, RString};
 use plugin_api::abi::{
-    raw_level, Host, HostContext, Host_TO, RawLevel, HOST_VERSION, SYSTEMD_SOCKET,
+    raw_level, Host, HostContext, Host_TO, RawLevel, HOST_VERSION, LISTEN_SOCKET, SYSTEMD_SOCKET,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -109,6 +109,12 @@ impl Host for PluginHost {
         match name.as_str() {
             HOST_VERSION => RSome(ROk(plugin_api::INTERFACE_VERSION.into())),
             SYSTEMD_SOCKET => RSome(self.claim_socket(request.as_str())),
+            // Only a worker of a supervisor holds sockets; anywhere else the kit binds them.
+            LISTEN_SOCKET => match crate::supervisor::worker::held_socket(request.as_str()) {
+                Some(Ok(fd)) => RSome(ROk(format!("fd={fd}").into())),
+                Some(Err(why)) => RSome(RErr(why.into())),
+                None => ROption::RNone,
+            },
             _ => ROption::RNone,
         }
     }

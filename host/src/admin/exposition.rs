@@ -4,44 +4,18 @@
 //! services share (the serving loop's, two services of one plugin) are encoded once.
 
 use super::health::Health;
-use crate::instances::Running;
+use super::report::{Family, ProcessReport, Sample};
+use super::Source;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// How long a scrape waits for a service busy with a reload or a stop before leaving it out.
-const SERVICE_PATIENCE: Duration = Duration::from_millis(200);
-
-/// One metric family as the kit reports it.
-#[derive(Debug, Deserialize)]
-struct Family {
-    name: String,
-    help: String,
-    #[serde(rename = "type")]
-    kind: String,
-    labels: Vec<String>,
-    buckets: Vec<f64>,
-    samples: Vec<Sample>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Sample {
-    labels: Vec<String>,
-    value: f64,
-    counts: Vec<u64>,
-    count: u64,
-    sum: f64,
-}
-
-/// The whole exposition, as served. Blocks for at most [`SERVICE_PATIENCE`] per busy service.
-pub fn render(health: &Health, running: &Running) -> String {
-    let instances = running.list().clone();
+/// The whole exposition of `sources`: this process's services, or each worker's.
+pub fn render(health: &Health, own: &ProcessReport, sources: &[Source]) -> String {
     let mut registry = Registry::default();
     registry.register(
         "host_build",
@@ -62,72 +36,86 @@ pub fn render(health: &Health, running: &Running) -> String {
         ConstGauge::new(i64::from(health.healthy().is_ok())),
     );
     let mut services = ServiceFamilies::default();
-    for instance in &instances {
-        let plugin_version = instance
-            .ask(plugin_api::abi::ABOUT, SERVICE_PATIENCE)
-            .and_then(|about| serde_json::from_str::<serde_json::Value>(&about).ok())
-            .and_then(|about| about["plugin_version"].as_str().map(str::to_string))
-            .unwrap_or_else(|| "unknown".to_string());
-        services.info.push(vec![
-            ("service".to_string(), instance.name().to_string()),
-            ("plugin".to_string(), instance.spec.record.tapname.clone()),
-            ("plugin_version".to_string(), plugin_version),
-            (
-                "plugin_api_version".to_string(),
-                instance.spec.record.interface_version.clone(),
-            ),
-            (
-                "library".to_string(),
-                instance.spec.path.display().to_string(),
-            ),
-            (
-                "state".to_string(),
-                instance.status().state.name().to_string(),
-            ),
-        ]);
-        let snapshot = instance
-            .ask(plugin_api::abi::METRICS, SERVICE_PATIENCE)
-            .and_then(|json| serde_json::from_str::<Vec<Family>>(&json).ok())
-            .unwrap_or_default();
-        for family in snapshot {
-            services.add(instance.name(), family);
+    // A master's own figures are labelled as the master's beside its workers'.
+    let own_labels = match sources.iter().any(|s| s.worker.is_some()) {
+        true => vec![("worker".to_string(), "master".to_string())],
+        false => Vec::new(),
+    };
+    let mut processes = vec![(own_labels, own.clone())];
+    for source in sources {
+        let worker: Vec<(String, String)> = source
+            .worker
+            .iter()
+            .map(|id| ("worker".to_string(), id.to_string()))
+            .collect();
+        for service in &source.report.services {
+            let mut labels = vec![
+                ("service".to_string(), service.name.clone()),
+                ("plugin".to_string(), service.plugin.clone()),
+                (
+                    "plugin_version".to_string(),
+                    service
+                        .plugin_version
+                        .clone()
+                        .unwrap_or_else(|| "unknown".into()),
+                ),
+                (
+                    "plugin_api_version".to_string(),
+                    service.plugin_api_version.clone(),
+                ),
+                ("library".to_string(), service.library.clone()),
+                ("state".to_string(), service.state.clone()),
+            ];
+            labels.extend(worker.iter().cloned());
+            services.info.push(labels);
+            let mut scope = vec![("service".to_string(), service.name.clone())];
+            scope.extend(worker.iter().cloned());
+            for family in &service.families {
+                services.add(&scope, family);
+            }
+        }
+        if source.worker.is_some() {
+            processes.push((worker, source.report.process.clone()));
         }
     }
     registry.register_collector(Box::new(services));
-    registry.register_collector(Box::new(Process {
-        started_at: health.started_at,
-    }));
+    registry.register_collector(Box::new(Processes(processes)));
     let mut text = String::new();
     // Writing to a String cannot fail; an error here would be an encoder bug.
     let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
     text
 }
 
-/// Every service's families, merged by name.
+/// Every service's families, merged by name, each sample with its service's labels.
 #[derive(Debug, Default)]
 struct ServiceFamilies {
     /// One label set per service for `host_service_info`.
     info: Vec<Vec<(String, String)>>,
-    families: BTreeMap<String, (Family, Vec<(String, Sample)>)>,
+    families: BTreeMap<String, (Family, Vec<(Vec<(String, String)>, Sample)>)>,
 }
 
 impl ServiceFamilies {
-    fn add(&mut self, service: &str, mut family: Family) {
-        let samples: Vec<(String, Sample)> = std::mem::take(&mut family.samples)
-            .into_iter()
-            .map(|sample| (service.to_string(), sample))
-            .collect();
+    fn add(&mut self, scope: &[(String, String)], family: &Family) {
+        let samples = family
+            .samples
+            .iter()
+            .map(|sample| (scope.to_vec(), sample.clone()));
         match self.families.get_mut(&family.name) {
             // The same name from two plugins with different shapes cannot be one family.
             Some((first, _)) if first.kind != family.kind || first.labels != family.labels => {
                 tracing::debug!(
-                    "metric {} differs between services; {service}'s is left out",
+                    "metric {} differs between services; one is left out",
                     family.name
                 )
             }
             Some((_, all)) => all.extend(samples),
             None => {
-                self.families.insert(family.name.clone(), (family, samples));
+                let shape = Family {
+                    samples: Vec::new(),
+                    ..family.clone()
+                };
+                self.families
+                    .insert(family.name.clone(), (shape, samples.collect()));
             }
         }
     }
@@ -155,8 +143,8 @@ impl Collector for ServiceFamilies {
                 _ => continue,
             };
             let mut descriptor = encoder.encode_descriptor(name, &family.help, None, kind)?;
-            for (service, sample) in samples {
-                let mut labels = vec![("service".to_string(), service.clone())];
+            for (scope, sample) in samples {
+                let mut labels = scope.clone();
                 labels.extend(
                     family
                         .labels
@@ -193,95 +181,80 @@ impl Collector for ServiceFamilies {
     }
 }
 
-/// The process's own metrics, with the names Prometheus client libraries use, read from /proc.
+/// The processes' own metrics, with the names Prometheus client libraries use: this one, and
+/// each worker's, labelled with its number.
 #[derive(Debug)]
-struct Process {
-    started_at: SystemTime,
-}
+struct Processes(Vec<(Vec<(String, String)>, ProcessReport)>);
 
-impl Collector for Process {
+impl Collector for Processes {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let gauge = |encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64| {
-            ConstGauge::new(value).encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                MetricType::Gauge,
-            )?)
-        };
-        let start = self
-            .started_at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        gauge(
-            &mut encoder,
-            "process_start_time_seconds",
-            "Start time of the process since the Unix epoch, in seconds.",
-            start,
-        )?;
-        if let Some(stat) = ProcStat::read() {
-            gauge(
-                &mut encoder,
+        type Read = fn(&ProcessReport) -> Option<i64>;
+        let gauges: [(&str, &str, Read); 5] = [
+            (
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch, in seconds.",
+                |p| Some(p.start_time as i64),
+            ),
+            (
                 "process_resident_memory_bytes",
                 "Resident memory size in bytes.",
-                stat.resident_bytes,
-            )?;
-            gauge(
-                &mut encoder,
+                |p| p.resident_bytes,
+            ),
+            (
                 "process_virtual_memory_bytes",
                 "Virtual memory size in bytes.",
-                stat.virtual_bytes,
-            )?;
-            let cpu = encoder.encode_descriptor(
-                "process_cpu_seconds",
-                "Total user and system CPU time spent, in seconds.",
-                None,
-                MetricType::Counter,
-            )?;
-            prometheus_client::metrics::counter::ConstCounter::new(stat.cpu_seconds).encode(cpu)?;
-        }
-        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-            gauge(
-                &mut encoder,
+                |p| p.virtual_bytes,
+            ),
+            (
                 "process_open_fds",
                 "Number of open file descriptors.",
-                fds.count() as i64,
-            )?;
-        }
-        if let Ok((soft, _)) =
-            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        {
-            gauge(
-                &mut encoder,
+                |p| p.open_fds,
+            ),
+            (
                 "process_max_fds",
                 "Maximum number of open file descriptors.",
-                i64::try_from(soft).unwrap_or(i64::MAX),
-            )?;
+                |p| p.max_fds,
+            ),
+        ];
+        for (name, help, read) in gauges {
+            let mut descriptor = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            match self.0.as_slice() {
+                // One process: one sample, unlabelled, as every client library writes it.
+                [(labels, process)] if labels.is_empty() => {
+                    if let Some(value) = read(process) {
+                        ConstGauge::new(value).encode(descriptor)?;
+                    }
+                }
+                all => {
+                    for (labels, process) in all {
+                        if let Some(value) = read(process) {
+                            ConstGauge::new(value).encode(descriptor.encode_family(labels)?)?;
+                        }
+                    }
+                }
+            }
+        }
+        let mut cpu = encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent, in seconds.",
+            None,
+            MetricType::Counter,
+        )?;
+        match self.0.as_slice() {
+            [(labels, process)] if labels.is_empty() => {
+                if let Some(seconds) = process.cpu_seconds {
+                    cpu.encode_counter::<NoLabelSet, _, u64>(&seconds, None)?;
+                }
+            }
+            all => {
+                for (labels, process) in all {
+                    if let Some(seconds) = process.cpu_seconds {
+                        cpu.encode_family(labels)?
+                            .encode_counter::<NoLabelSet, _, u64>(&seconds, None)?;
+                    }
+                }
+            }
         }
         Ok(())
-    }
-}
-
-/// What /proc/self/stat says about memory and CPU time.
-struct ProcStat {
-    resident_bytes: i64,
-    virtual_bytes: i64,
-    cpu_seconds: f64,
-}
-
-impl ProcStat {
-    fn read() -> Option<Self> {
-        use nix::unistd::{sysconf, SysconfVar};
-        let text = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // The command name, in parentheses, may hold spaces: count fields after its end.
-        let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
-        let field = |n: usize| fields.get(n - 3)?.parse::<i64>().ok();
-        let ticks = sysconf(SysconfVar::CLK_TCK).ok()??;
-        let page = sysconf(SysconfVar::PAGE_SIZE).ok()??;
-        Some(Self {
-            cpu_seconds: (field(14)? + field(15)?) as f64 / ticks as f64,
-            virtual_bytes: field(23)?,
-            resident_bytes: field(24)? * page,
-        })
     }
 }

@@ -20,6 +20,8 @@ pub struct Health {
     stopping: AtomicBool,
     /// Services that failed while running, with their errors.
     failures: Mutex<Vec<String>>,
+    /// A condition that makes the host unhealthy while it lasts (workers that keep crashing).
+    problem: Mutex<Option<String>>,
 }
 
 impl Default for Health {
@@ -31,6 +33,7 @@ impl Default for Health {
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             failures: Mutex::default(),
+            problem: Mutex::default(),
         }
     }
 }
@@ -61,6 +64,11 @@ impl Health {
             .push(format!("service {service} failed: {error}"));
     }
 
+    /// Sets or clears a passing problem.
+    pub fn set_problem(&self, problem: Option<String>) {
+        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
+    }
+
     /// `Ok` while the main loop beats and no service has failed; otherwise why not, in a line.
     pub fn healthy(&self) -> Result<(), String> {
         let now = self.origin.elapsed().as_millis() as u64;
@@ -71,6 +79,9 @@ impl Health {
                 "the main loop has not run for {:.1} s",
                 since.as_secs_f64()
             ));
+        }
+        if let Some(problem) = &*self.problem.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Err(problem.clone());
         }
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         match failures.as_slice() {

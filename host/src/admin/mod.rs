@@ -14,6 +14,7 @@
 
 mod exposition;
 mod health;
+pub mod report;
 mod services;
 
 pub use health::Health;
@@ -24,6 +25,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use plugin_api::{ConnectionLimits, Endpoint, Tasks};
+use report::{ProcessReport, Report};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +36,25 @@ const MAX_CONNECTIONS: usize = 64;
 
 /// How long the admin endpoint may take to stop once the host is done.
 const STOP_PATIENCE: Duration = Duration::from_secs(2);
+
+/// One process's report: this one's (`worker` None), or a worker's of a supervisor.
+pub struct Source {
+    pub worker: Option<u32>,
+    pub report: Report,
+}
+
+/// Where the reports come from: this process's services, or a supervisor's workers.
+pub type Sources = Arc<dyn Fn() -> Vec<Source> + Send + Sync>;
+
+/// The reports of this process's own services.
+pub fn local(running: Running, health: Arc<Health>) -> Sources {
+    Arc::new(move || {
+        vec![Source {
+            worker: None,
+            report: report::gather(&running, health.started_at),
+        }]
+    })
+}
 
 /// The admin endpoint, bound and serving on its own thread.
 pub struct Admin {
@@ -47,7 +68,7 @@ impl Admin {
     pub fn start(
         endpoint: &Endpoint,
         health: Arc<Health>,
-        running: Running,
+        sources: Sources,
     ) -> Result<Self, String> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -64,10 +85,10 @@ impl Admin {
         let tasks = Tasks::standalone();
         let limits = ConnectionLimits::unlimited().max_connections(MAX_CONNECTIONS);
         tasks.serve(listener, &limits, move |stream, _peer| {
-            let (health, running) = (health.clone(), running.clone());
+            let (health, sources) = (health.clone(), sources.clone());
             async move {
                 let service = hyper::service::service_fn(move |request| {
-                    answer(request, health.clone(), running.clone())
+                    answer(request, health.clone(), sources.clone())
                 });
                 hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
@@ -81,22 +102,28 @@ impl Admin {
         Ok(Self { runtime, tasks })
     }
 
-    /// Stops serving: after the services, so probes see the shutdown to its end.
+    /// Stops serving: after the services, so probes see the shutdown to its end. On a thread
+    /// of its own, so that a caller inside a runtime (the supervisor's) may call it too.
     pub fn stop(self) {
-        let stopped = self
-            .runtime
-            .block_on(async { tokio::time::timeout(STOP_PATIENCE, self.tasks.stop()).await });
-        if stopped.is_err() {
-            tracing::debug!("the admin endpoint's connections were cut after {STOP_PATIENCE:?}");
-        }
-        self.runtime.shutdown_background();
+        let stopping = std::thread::spawn(move || {
+            let stopped = self
+                .runtime
+                .block_on(async { tokio::time::timeout(STOP_PATIENCE, self.tasks.stop()).await });
+            if stopped.is_err() {
+                tracing::debug!(
+                    "the admin endpoint's connections were cut after {STOP_PATIENCE:?}"
+                );
+            }
+            self.runtime.shutdown_background();
+        });
+        let _ = stopping.join();
     }
 }
 
 async fn answer(
     request: Request<Incoming>,
     health: Arc<Health>,
-    running: Running,
+    sources: Sources,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
@@ -117,16 +144,19 @@ async fn answer(
         },
         // Both ask the services through their plugins, which may wait a little on a busy one.
         "/metrics" => {
-            let body = tokio::task::spawn_blocking(move || exposition::render(&health, &running))
-                .await
-                .unwrap_or_default();
+            let body = tokio::task::spawn_blocking(move || {
+                let own = ProcessReport::read(health.started_at);
+                exposition::render(&health, &own, &sources())
+            })
+            .await
+            .unwrap_or_default();
             with_type(
                 text(StatusCode::OK, &body),
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )
         }
         "/services" => {
-            let body = tokio::task::spawn_blocking(move || services::render(&running))
+            let body = tokio::task::spawn_blocking(move || services::render(&sources()))
                 .await
                 .unwrap_or_default();
             with_type(text(StatusCode::OK, &body), "application/json")

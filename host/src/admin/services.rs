@@ -1,35 +1,28 @@
-//! `/services`: each running service as JSON, for people and scripts.
+//! `/services`: each service as JSON, for people and scripts; under a supervisor, each
+//! worker's, with the worker's number.
 
-use crate::instances::Running;
-use std::time::{Duration, UNIX_EPOCH};
+use super::Source;
 
-/// How long to wait for a service busy with a reload or a stop before leaving its endpoints out.
-const SERVICE_PATIENCE: Duration = Duration::from_millis(200);
-
-pub fn render(running: &Running) -> String {
-    let instances = running.list().clone();
-    let services: Vec<serde_json::Value> = instances
+pub fn render(sources: &[Source]) -> String {
+    let services: Vec<serde_json::Value> = sources
         .iter()
-        .map(|instance| {
-            let about: serde_json::Value = instance
-                .ask(plugin_api::abi::ABOUT, SERVICE_PATIENCE)
-                .and_then(|about| serde_json::from_str(&about).ok())
-                .unwrap_or_default();
-            let status = instance.status();
-            let seconds = |time: std::time::SystemTime| {
-                time.duration_since(UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64())
-            };
-            serde_json::json!({
-                "name": instance.name(),
-                "plugin": instance.spec.record.tapname,
-                "plugin_version": about.get("plugin_version"),
-                "plugin_api_version": instance.spec.record.interface_version,
-                "library": instance.spec.path,
-                "state": status.state.name(),
-                "state_since": seconds(status.since),
-                "started": status.started.map(seconds),
-                "endpoints": about.get("endpoints"),
+        .flat_map(|source| {
+            source.report.services.iter().map(move |service| {
+                let mut entry = serde_json::json!({
+                    "name": service.name,
+                    "plugin": service.plugin,
+                    "plugin_version": service.plugin_version,
+                    "plugin_api_version": service.plugin_api_version,
+                    "library": service.library,
+                    "state": service.state,
+                    "state_since": service.state_since,
+                    "started": service.started,
+                    "endpoints": service.endpoints,
+                });
+                if let Some(worker) = source.worker {
+                    entry["worker"] = worker.into();
+                }
+                entry
             })
         })
         .collect();

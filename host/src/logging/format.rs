@@ -25,6 +25,14 @@ pub enum LineFormat {
 
 const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%z";
 
+/// In a worker of a supervisor, its number: every line says which worker wrote it.
+static WORKER: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// Marks every line this process logs from now on as worker `id`'s.
+pub fn set_worker(id: u32) {
+    let _ = WORKER.set(id);
+}
+
 impl<S, N> FormatEvent<S, N> for LineFormat
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -45,6 +53,9 @@ where
             object.insert("time".into(), timestamp().into());
             object.insert("level".into(), level.as_str().to_ascii_lowercase().into());
             object.insert("system".into(), system.into());
+            if let Some(worker) = WORKER.get() {
+                object.insert("worker".into(), (*worker).into());
+            }
             object.insert("message".into(), fields.message.into());
             for (name, value) in fields.rest {
                 object.entry(name).or_insert(value.into());
@@ -59,7 +70,10 @@ where
             Level::WARN => "warning: ",
             _ => "",
         };
-        write!(writer, "[{system}] {prefix}{}", fields.message)?;
+        match WORKER.get() {
+            Some(worker) => write!(writer, "[{system} w{worker}] {prefix}{}", fields.message)?,
+            None => write!(writer, "[{system}] {prefix}{}", fields.message)?,
+        }
         for (name, value) in &fields.rest {
             write!(writer, " {name}={value}")?;
         }

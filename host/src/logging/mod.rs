@@ -9,7 +9,7 @@ mod rotating_file;
 mod sink;
 mod syslog;
 
-pub use format::LineFormat;
+pub use format::{set_worker, LineFormat};
 pub use rotating_file::MAX_KEEP;
 pub use sink::{Destination, LogSink};
 

@@ -32,6 +32,9 @@ const ROOM_PATIENCE: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub enum Destination {
     Stdout,
+    /// A worker's: a pipe its master reads, each line led by its level's digit (1 = error …
+    /// 5 = trace) so the master can log it as it is.
+    Relay(Arc<std::fs::File>),
     File {
         path: PathBuf,
         rotate_size: u64,
@@ -44,6 +47,7 @@ pub enum Destination {
 
 enum Output {
     Stdout,
+    Relay(Arc<std::fs::File>),
     File(RotatingFile),
     Syslog(Syslog),
 }
@@ -53,6 +57,13 @@ impl Output {
         // A log that cannot be written has nowhere to report that; the service goes on.
         let _ = match self {
             Self::Stdout => io::stdout().lock().write_all(line),
+            Self::Relay(pipe) => {
+                let mut relayed = Vec::with_capacity(line.len() + 1);
+                relayed.push(b'0' + plugin_api::abi::raw_level(Some(level)));
+                relayed.extend_from_slice(line);
+                // One write per line, by one writer: the master reads whole lines.
+                (&**pipe).write_all(&relayed)
+            }
             Self::File(file) => file.write_line(line),
             Self::Syslog(syslog) => {
                 syslog.send(level, line);
@@ -116,6 +127,7 @@ impl LogSink {
     pub fn open(destination: &Destination) -> io::Result<Self> {
         let output = match destination {
             Destination::Stdout => Output::Stdout,
+            Destination::Relay(pipe) => Output::Relay(pipe.clone()),
             Destination::File {
                 path,
                 rotate_size,
@@ -174,6 +186,11 @@ impl LogSink {
             .0
             .progress
             .wait_timeout_while(queue, patience, |q| !q.jobs.is_empty() || q.busy);
+    }
+
+    /// Logs a line a worker wrote (its level's digit stripped), as it is.
+    pub fn write_relayed(&self, level: Level, line: &[u8]) {
+        self.write_line(level, line);
     }
 
     fn write_line(&self, level: Level, line: &[u8]) {

@@ -1,0 +1,345 @@
+//! Worker processes: `host` itself, started again with the master's arguments and told by its
+//! environment that it is worker N. Each has a control channel (socket requests, readiness),
+//! a query stream (reports for the admin endpoint), and its stdout and stderr, whose lines the
+//! master writes into the one log.
+
+use super::channel::{Channel, WORKER_ENV};
+use super::sockets::Sockets;
+use crate::admin::report::Report;
+use crate::admin::Source;
+use crate::logging::LogSink;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{error, Level};
+
+/// The longest log line relayed whole; the rest of a longer one is cut (a worker's own lines
+/// are short; this bounds what a plugin gone wrong can make the master hold).
+const MAX_LINE: usize = 64 * 1024;
+
+/// How long the master waits for a worker's report before leaving that worker out of a scrape.
+const REPORT_PATIENCE: Duration = Duration::from_secs(1);
+
+/// What a worker's life tells the master's main loop.
+#[derive(Debug)]
+pub enum Event {
+    /// Worker `id` has started every service.
+    Ready { id: u32 },
+    /// Worker `id` has exited; `how` says how, `last_words` is the last line it printed on
+    /// stderr (its reason, when it could not start).
+    Exited {
+        id: u32,
+        how: String,
+        last_words: Option<String>,
+    },
+}
+
+/// A worker process, as the master knows it.
+#[derive(Debug)]
+pub struct Worker {
+    pub generation: u32,
+    pub pid: u32,
+    pub ready: bool,
+    pub spawned: Instant,
+    /// Asked to stop: its end is expected.
+    pub retiring: bool,
+}
+
+impl Worker {
+    /// Sends `signal` to the worker; it may have exited already.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Ok(pid) = i32::try_from(self.pid) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
+    }
+}
+
+/// Starts workers and keeps what the admin endpoint asks them.
+pub struct Fleet {
+    pub exe: PathBuf,
+    pub args: Vec<OsString>,
+    /// The directory host was started in: workers read their arguments from there.
+    pub cwd: PathBuf,
+    pub sockets: Sockets,
+    pub log: LogSink,
+    pub events: UnboundedSender<Event>,
+    /// Each ready worker's query stream, by id.
+    queries: Arc<Mutex<BTreeMap<u32, Arc<Mutex<UnixStream>>>>>,
+}
+
+impl Fleet {
+    pub fn new(
+        exe: PathBuf,
+        args: Vec<OsString>,
+        cwd: PathBuf,
+        sockets: Sockets,
+        log: LogSink,
+        events: UnboundedSender<Event>,
+    ) -> Self {
+        Self {
+            exe,
+            args,
+            cwd,
+            sockets,
+            log,
+            events,
+            queries: Arc::default(),
+        }
+    }
+
+    /// Starts worker `id` of `generation`. Must run inside the master's runtime.
+    pub fn spawn(&self, id: u32, generation: u32) -> std::io::Result<Worker> {
+        let (control, control_for_worker) = Channel::pair()?;
+        let (query, query_for_worker) = UnixStream::pair()?;
+        let (log_from_worker, log_for_worker) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        // The worker's ends must survive its exec; the master's are closed on it.
+        for end in [query_for_worker.as_fd(), log_for_worker.as_fd()] {
+            nix::fcntl::fcntl(
+                end,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )?;
+        }
+        let mut command = tokio::process::Command::new(&self.exe);
+        command
+            .args(&self.args)
+            .current_dir(&self.cwd)
+            .env(
+                WORKER_ENV,
+                format!(
+                    "{id}:{}:{}:{}",
+                    control_for_worker.as_raw_fd(),
+                    query_for_worker.as_raw_fd(),
+                    log_for_worker.as_raw_fd()
+                ),
+            )
+            // The master alone speaks to systemd and adopts its sockets.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDNAMES")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn()?;
+        drop((control_for_worker, query_for_worker, log_for_worker));
+        let log_pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(log_from_worker)?;
+        let pid = child.id().unwrap_or(0);
+
+        self.answer_requests(control, id, generation);
+        self.queries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Arc::new(Mutex::new(query)));
+        let log = self.log.clone();
+        let relayed = tokio::spawn(relay(Some(log_pipe), log.clone(), id, Stream::Log));
+        let printed = tokio::spawn(relay(child.stdout.take(), log.clone(), id, Stream::Stdout));
+        let last_words = tokio::spawn(relay(child.stderr.take(), log, id, Stream::Stderr));
+        let (events, queries) = (self.events.clone(), self.queries.clone());
+        tokio::spawn(async move {
+            let how = match child.wait().await {
+                Ok(status) => describe(status),
+                Err(e) => format!("could not be waited for: {e}"),
+            };
+            let _ = relayed.await;
+            let _ = printed.await;
+            let last_words = last_words.await.ok().flatten();
+            queries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            let _ = events.send(Event::Exited {
+                id,
+                how,
+                last_words,
+            });
+        });
+        Ok(Worker {
+            generation,
+            pid,
+            ready: false,
+            spawned: Instant::now(),
+            retiring: false,
+        })
+    }
+
+    /// Serves worker `id`'s requests on a thread of its own until the worker closes its end:
+    /// the requests block only that worker, and binding may take a name lookup.
+    fn answer_requests(&self, control: Channel, id: u32, generation: u32) {
+        let (sockets, events) = (self.sockets.clone(), self.events.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("worker-{id}"))
+            .spawn(move || {
+                while let Ok(Some(request)) = control.receive() {
+                    let answered = match request.text.split_once(' ') {
+                        Some(("bind", name)) => match sockets.give(name, generation, id) {
+                            Ok(socket) => control.send("ok", Some(&socket)),
+                            Err(why) => control.send(&format!("error {why}"), None),
+                        },
+                        None if request.text == "ready" => {
+                            let _ = events.send(Event::Ready { id });
+                            control.send("ok", None)
+                        }
+                        _ => control.send("error unknown request", None),
+                    };
+                    if answered.is_err() {
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            error!("cannot serve worker {id}'s requests: {e}");
+        }
+    }
+
+    /// What the admin endpoint asks the workers through.
+    pub fn reporter(&self) -> Reporter {
+        Reporter {
+            queries: self.queries.clone(),
+        }
+    }
+}
+
+/// Asks the workers for their reports, from the admin endpoint's thread.
+pub struct Reporter {
+    queries: Arc<Mutex<BTreeMap<u32, Arc<Mutex<UnixStream>>>>>,
+}
+
+impl Reporter {
+    /// What every ready worker reports now, each asked in turn and given [`REPORT_PATIENCE`].
+    pub fn reports(&self) -> Vec<Source> {
+        let queries: Vec<(u32, Arc<Mutex<UnixStream>>)> = self
+            .queries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, query)| (*id, query.clone()))
+            .collect();
+        queries
+            .into_iter()
+            .filter_map(|(id, query)| {
+                let stream = query.lock().unwrap_or_else(|p| p.into_inner());
+                let report = ask_report(&stream)?;
+                Some(Source {
+                    worker: Some(id),
+                    report,
+                })
+            })
+            .collect()
+    }
+}
+
+fn ask_report(stream: &UnixStream) -> Option<Report> {
+    stream.set_read_timeout(Some(REPORT_PATIENCE)).ok()?;
+    (&*stream).write_all(b"report\n").ok()?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).ok()?;
+    serde_json::from_str(&line).ok()
+}
+
+/// How a worker ended, in words.
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => {
+            let name = nix::sys::signal::Signal::try_from(signal)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| "an unknown signal".to_string());
+            format!("was killed by signal {signal} ({name})")
+        }
+        _ => format!("ended: {status}"),
+    }
+}
+
+/// Which of a worker's outputs a line came from.
+#[derive(Clone, Copy)]
+enum Stream {
+    /// Its log: lines its logger formatted (and escaped), each led by its level's digit.
+    Log,
+    /// What it printed: a plugin's `println!`.
+    Stdout,
+    /// Its errors: a start-up failure's one line, a panic.
+    Stderr,
+}
+
+/// Writes the lines of one of a worker's outputs into the master's log; returns the last line,
+/// for stderr.
+async fn relay(
+    output: Option<impl AsyncRead + Unpin>,
+    log: LogSink,
+    id: u32,
+    stream: Stream,
+) -> Option<String> {
+    let mut output = output?;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut last = None;
+    loop {
+        let read = match output.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        pending.extend_from_slice(&chunk[..read]);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            last = write_line(&log, id, stream, &line).or(last);
+        }
+        if pending.len() > MAX_LINE {
+            pending.truncate(MAX_LINE);
+            pending.push(b'\n');
+            last = write_line(&log, id, stream, &pending).or(last);
+            pending.clear();
+        }
+    }
+    if !pending.is_empty() {
+        pending.push(b'\n');
+        last = write_line(&log, id, stream, &pending).or(last);
+    }
+    last
+}
+
+/// Logs one line of worker `id`'s; returns it as text, except for its log's own lines.
+fn write_line(log: &LogSink, id: u32, stream: Stream, line: &[u8]) -> Option<String> {
+    let text = || String::from_utf8_lossy(line).trim_end().to_string();
+    match stream {
+        Stream::Log => {
+            let (level, line) = match line.split_first() {
+                Some((digit @ b'1'..=b'5', rest)) => (
+                    match digit {
+                        b'1' => Level::ERROR,
+                        b'2' => Level::WARN,
+                        b'3' => Level::INFO,
+                        b'4' => Level::DEBUG,
+                        _ => Level::TRACE,
+                    },
+                    rest,
+                ),
+                _ => (Level::INFO, line),
+            };
+            log.write_relayed(level, line);
+            None
+        }
+        Stream::Stdout => {
+            let text = text();
+            tracing::info!("worker {id} printed: {text}");
+            Some(text)
+        }
+        Stream::Stderr => {
+            let text = text();
+            if !text.is_empty() {
+                error!("worker {id}: {text}");
+            }
+            Some(text)
+        }
+    }
+}
