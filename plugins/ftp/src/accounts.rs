@@ -5,7 +5,7 @@
 //! accepts only the configured anonymous name without a password, and everyone else only with
 //! the right one.
 
-use crate::login_guard::LoginGuard;
+use logins::{LoginGuard, PasswordFile};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::fmt;
@@ -16,49 +16,14 @@ use unftp_core::auth::{
     UserDetailProvider,
 };
 
-/// How a password is checked.
-#[derive(Debug, Clone)]
-enum Secret {
-    /// A bcrypt (`$2b$…`) or argon2 (`$argon2id$…`) hash in PHC form.
-    Hash(String),
-    /// Allowed only with `--allow-plaintext-passwords`.
-    Plain(String),
-}
-
-impl Secret {
-    fn matches(&self, password: &str) -> bool {
-        match self {
-            Self::Hash(hash) if hash.starts_with("$argon2") => {
-                use argon2::password_hash::{PasswordHash, PasswordVerifier};
-                PasswordHash::new(hash).is_ok_and(|parsed| {
-                    argon2::Argon2::default()
-                        .verify_password(password.as_bytes(), &parsed)
-                        .is_ok()
-                })
-            }
-            Self::Hash(hash) => bcrypt::verify(password, hash).unwrap_or(false),
-            Self::Plain(plain) => constant_time_eq(plain.as_bytes(), password.as_bytes()),
-        }
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
-}
-
-#[derive(Debug, Clone)]
-struct Account {
-    secret: Secret,
-    /// The user's home under the root, if the password file names one.
-    home: Option<PathBuf>,
-}
-
 /// The accounts from `--password-file` and the anonymous user's name and rights.
 #[derive(Debug)]
 pub struct Accounts {
     anonymous: String,
     write_anonymous: bool,
-    users: HashMap<String, Account>,
+    users: PasswordFile,
+    /// Each user's root, when the password file's third field names one.
+    homes: HashMap<String, PathBuf>,
 }
 
 impl Accounts {
@@ -70,46 +35,28 @@ impl Accounts {
         allow_plaintext: bool,
         root: &Path,
     ) -> Result<Self, String> {
-        let mut users = HashMap::new();
-        if let Some(file) = password_file {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| format!("cannot read the password file {}: {e}", file.display()))?;
-            for (number, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                let at = || format!("{} line {}", file.display(), number + 1);
-                let mut fields = line.splitn(3, ':');
-                let (Some(user), Some(secret)) = (fields.next(), fields.next()) else {
-                    return Err(format!("{}: expected user:hash", at()));
-                };
-                if user.is_empty() || user == anonymous {
-                    return Err(format!("{}: invalid user name '{user}'", at()));
-                }
-                let secret = if secret.starts_with("$2") || secret.starts_with("$argon2") {
-                    Secret::Hash(secret.to_string())
-                } else if allow_plaintext {
-                    Secret::Plain(secret.to_string())
-                } else {
-                    return Err(format!(
-                        "{}: the password of '{user}' is not a bcrypt or argon2 hash (plain-text passwords need --allow-plaintext-passwords)",
-                        at()
-                    ));
-                };
-                let home = fields
-                    .next()
-                    .filter(|h| !h.is_empty())
-                    .map(|h| home_under(root, h))
-                    .transpose()
-                    .map_err(|e| format!("{}: {e}", at()))?;
-                users.insert(user.to_string(), Account { secret, home });
+        let users = match password_file {
+            Some(file) => PasswordFile::load(file, allow_plaintext)?,
+            None => PasswordFile::default(),
+        };
+        let mut homes = HashMap::new();
+        for (user, entry) in users.entries() {
+            let at = |why: String| {
+                let file = password_file.unwrap_or(Path::new("")).display();
+                format!("{file} line {}: {why}", entry.line)
+            };
+            if user == anonymous {
+                return Err(at(format!("invalid user name '{user}'")));
+            }
+            if let Some(home) = &entry.extra {
+                homes.insert(user.to_string(), home_under(root, home).map_err(at)?);
             }
         }
         Ok(Self {
             anonymous: anonymous.to_string(),
             write_anonymous,
             users,
+            homes,
         })
     }
 
@@ -170,14 +117,11 @@ impl Authenticator for FtpAuthenticator {
         }
         let accepted = if username == self.accounts.anonymous {
             true
-        } else if let (Some(account), Some(password)) =
-            (self.accounts.users.get(username), creds.password.clone())
-        {
-            // Hashing is deliberately slow: keep it off the async worker threads.
-            let secret = account.secret.clone();
-            plugin_api::tokio::task::spawn_blocking(move || secret.matches(&password))
+        } else if let Some(password) = &creds.password {
+            self.accounts
+                .users
+                .verify(username, password.as_bytes())
                 .await
-                .unwrap_or(false)
         } else {
             false
         };
@@ -211,17 +155,13 @@ impl UserDetailProvider for FtpUsers {
                 home: None,
             });
         }
-        let account = self
-            .accounts
-            .users
-            .get(&name)
-            .ok_or(UserDetailError::UserNotFound {
-                username: name.clone(),
-            })?;
+        if self.accounts.users.get(&name).is_none() {
+            return Err(UserDetailError::UserNotFound { username: name });
+        }
         Ok(FtpUser {
+            home: self.accounts.homes.get(&name).cloned(),
             name,
             read_only: false,
-            home: account.home.clone(),
         })
     }
 }
@@ -244,43 +184,21 @@ mod tests {
     }
 
     #[test]
-    fn bcrypt_and_argon2_hashes_verify() {
-        use argon2::password_hash::{PasswordHasher, SaltString};
-        let bcrypt_hash = bcrypt::hash("s3cret", 4).unwrap();
-        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
-        let argon_hash = argon2::Argon2::default()
-            .hash_password(b"hunter2", &salt)
-            .unwrap()
-            .to_string();
-        let accounts = accounts(
-            &format!("# users\nalice:{bcrypt_hash}:alice\nbob:{argon_hash}\n"),
-            false,
-        )
-        .unwrap();
+    fn homes_are_directories_inside_the_root() {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let accounts = accounts(&format!("alice:{hash}:alice
+bob:{hash}
+"), false).unwrap();
         assert_eq!(accounts.user_count(), 2);
-        let alice = &accounts.users["alice"];
-        assert!(alice.secret.matches("s3cret") && !alice.secret.matches("S3cret"));
-        assert!(alice.home.as_ref().unwrap().ends_with("alice"));
-        let bob = &accounts.users["bob"];
-        assert!(bob.secret.matches("hunter2") && !bob.secret.matches("hunter3"));
-    }
-
-    #[test]
-    fn plain_text_passwords_need_the_flag() {
-        let error = accounts("carol:letmein\n", false).unwrap_err();
-        assert!(
-            error.contains("line 1: the password of 'carol' is not a bcrypt or argon2 hash"),
-            "{error}"
-        );
-        let accounts = accounts("carol:letmein\n", true).unwrap();
-        assert!(accounts.users["carol"].secret.matches("letmein"));
+        assert!(accounts.homes["alice"].ends_with("alice"));
+        assert!(!accounts.homes.contains_key("bob"));
     }
 
     #[test]
     fn malformed_lines_and_escaping_homes_are_refused() {
         assert!(accounts("nobody\n", true)
             .unwrap_err()
-            .contains("expected user:hash"));
+            .contains("line 1: expected user:hash"));
         assert!(accounts("dave:x:../..\n", true)
             .unwrap_err()
             .contains("not a directory inside the root"));

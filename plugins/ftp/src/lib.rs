@@ -12,13 +12,12 @@
 //! The protocol itself is libunftp's; this crate is the glue (see `sessions` and `storage`).
 
 mod accounts;
-mod login_guard;
 mod passive;
 mod sessions;
 mod storage;
 
 use accounts::Accounts;
-use login_guard::LoginGuard;
+use logins::LoginGuard;
 use plugin_api::tracing::info;
 use plugin_api::{
     export_service_maker, ConnectionLimits, Endpoint, Listener, OptionKind, OptionSpec, Options,

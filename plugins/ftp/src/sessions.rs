@@ -7,7 +7,7 @@
 //! `service` consumes it, and a per-connection server knows the client's address for the log.
 
 use crate::accounts::{Accounts, FtpAuthenticator, FtpUsers};
-use crate::login_guard::LoginGuard;
+use logins::LoginGuard;
 use crate::passive::NoDelayBinder;
 use crate::storage::ConfinedFs;
 use async_trait::async_trait;

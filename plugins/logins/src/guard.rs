@@ -1,9 +1,8 @@
-//! Slowing down password guessing: every failed login waits before its 530 reply, and an address
+//! Slowing down password guessing: every failed login waits before its reply, and an address
 //! with too many failures in a minute is refused for a while.
 //!
-//! libunftp has a failed-logins policy, but it lives in each connection's server, and this plugin
-//! builds one server per connection (see `sessions`), so a guesser could simply reconnect. This
-//! guard is shared by every connection.
+//! One guard is shared by all of a service's connections, so a guesser gains nothing by
+//! reconnecting.
 
 use plugin_api::tracing::warn;
 use std::collections::HashMap;
