@@ -5,8 +5,8 @@
 //! accepts only the configured anonymous name without a password, and everyone else only with
 //! the right one.
 
-use logins::{LoginGuard, PasswordFile};
 use async_trait::async_trait;
+use logins::{LoginGuard, PasswordFile};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -186,9 +186,15 @@ mod tests {
     #[test]
     fn homes_are_directories_inside_the_root() {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
-        let accounts = accounts(&format!("alice:{hash}:alice
+        let accounts = accounts(
+            &format!(
+                "alice:{hash}:alice
 bob:{hash}
-"), false).unwrap();
+"
+            ),
+            false,
+        )
+        .unwrap();
         assert_eq!(accounts.user_count(), 2);
         assert!(accounts.homes["alice"].ends_with("alice"));
         assert!(!accounts.homes.contains_key("bob"));

@@ -7,12 +7,12 @@
 //! `service` consumes it, and a per-connection server knows the client's address for the log.
 
 use crate::accounts::{Accounts, FtpAuthenticator, FtpUsers};
-use logins::LoginGuard;
 use crate::passive::NoDelayBinder;
 use crate::storage::ConfinedFs;
 use async_trait::async_trait;
 use libunftp::notification::{EventMeta, PresenceEvent, PresenceListener};
 use libunftp::options::ActivePassiveMode;
+use logins::LoginGuard;
 use plugin_api::tokio::io::AsyncWriteExt;
 use plugin_api::tokio::net::TcpStream;
 use plugin_api::tracing::{debug, info};

@@ -104,7 +104,9 @@ impl PasswordFile {
 
     /// Every user and their line.
     pub fn entries(&self) -> impl Iterator<Item = (&str, &Entry)> {
-        self.users.iter().map(|(user, entry)| (user.as_str(), entry))
+        self.users
+            .iter()
+            .map(|(user, entry)| (user.as_str(), entry))
     }
 
     /// The line of `user`, if listed.
@@ -204,7 +206,10 @@ mod tests {
     #[test]
     fn malformed_lines_are_refused_with_their_number() {
         let error = |text| PasswordFile::parse(text, true).unwrap_err();
-        assert_eq!(error("# c\nnobody\n"), (2, "expected user:hash".to_string()));
+        assert_eq!(
+            error("# c\nnobody\n"),
+            (2, "expected user:hash".to_string())
+        );
         assert_eq!(error(":x\n").1, "the user name is empty");
         assert_eq!(error("a:x\na:y\n"), (2, "'a' is listed twice".to_string()));
     }

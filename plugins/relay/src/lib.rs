@@ -101,7 +101,12 @@ enum Broken {
 
 /// Relays between `client` and `server` until both directions have ended; `started` is when
 /// the connection began, for [`Relayed::elapsed`].
-pub async fn relay(mut client: Stream, mut server: Stream, engine: Engine, started: Instant) -> Relayed {
+pub async fn relay(
+    mut client: Stream,
+    mut server: Stream,
+    engine: Engine,
+    started: Instant,
+) -> Relayed {
     let (mut up, mut down) = (0, 0);
     let pipes = match (engine, client.tcp(), server.tcp()) {
         (Engine::Splice, Some(_), Some(_)) => splice::Pipes::new().ok(),
