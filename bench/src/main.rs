@@ -9,6 +9,7 @@ mod ftp_client;
 mod ftp_load;
 mod listing;
 mod load;
+mod proxy;
 mod report;
 mod scratch;
 mod servers;
@@ -22,6 +23,7 @@ const USAGE: &str =
     "usage: bench fastpoetry [--seconds S] [--rounds N] [--max-poems N] [--host PATH]
        bench listing [--rounds N] [--fixture PATH] [--host PATH]
        bench ftp [--seconds S] [--rounds N] [--host PATH]
+       bench proxy [--seconds S] [--rounds N] [--host PATH]
 
 fastpoetry: host's fastpoetry plugin against a minimal tokio server.
 listing: `host --plugin-dir DIR` listing 1 and 100 plugins, with and without DIR's
@@ -29,11 +31,15 @@ dropin.cache, against `host --version`.
 ftp: host's ftp plugin against vsftpd (/usr/sbin/vsftpd, from `apt-get install -y vsftpd`),
 both on 127.0.0.1 serving the same files: RETR of 200 MB by one client, and sessions (login,
 LIST, RETR 64 KiB, QUIT) by 20 clients at once.
+proxy: host's portforward (with splice and with --no-splice) and socks plugins against socat
+(/usr/bin/socat, from `apt-get install -y socat`) and a direct connection: MB/s of one 1 GiB
+stream, and short connections per second by 16 clients.
 
   --seconds S     length of each measurement; ftp retrieves 200 MB at most 3 times in it
                   [default: 2]
   --rounds N      repetitions of each measurement, at most 1000; listing runs its cold
-                  listings in one round out of three [default: fastpoetry 3, listing 30, ftp 5]
+                  listings in one round out of three
+                  [default: fastpoetry 3, listing 30, ftp 5, proxy 5]
   --max-poems N   cap on the poems one measurement asks for [default: 100000]
   --fixture PATH  the plugin listing copies 100 times
                   [default: target/fixtures/release/libtraced.so]
@@ -65,6 +71,10 @@ fn main() -> ExitCode {
         Some("ftp") => {
             let accepted = ["--seconds", "--rounds", "--host"];
             parse_options(&args[2..], &accepted, 5).and_then(|o| ftp::run(&o))
+        }
+        Some("proxy") => {
+            let accepted = ["--seconds", "--rounds", "--host"];
+            parse_options(&args[2..], &accepted, 5).and_then(|o| proxy::run(&o))
         }
         Some("-h" | "--help") => {
             println!("{USAGE}");

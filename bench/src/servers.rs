@@ -22,7 +22,7 @@ enum Kind {
     /// host and the baselines written for it: they announce their port in twistd's words,
     /// and exit with status 0 on SIGINT.
     Twistd,
-    /// A daemon such as vsftpd: it listens on the port its configuration gives, dies of
+    /// A daemon such as vsftpd or socat: it listens on the port its configuration gives, dies of
     /// SIGTERM, and reports start-up errors ("500 OOPS: …") on fd 0, which is the client's
     /// connection when inetd starts it.
     Daemon,
@@ -39,7 +39,12 @@ impl Kind {
     fn stopped_cleanly(self, status: ExitStatus) -> bool {
         match self {
             Self::Twistd => status.success(),
-            Self::Daemon => status.success() || status.signal() == Some(libc::SIGTERM),
+            // Killed by SIGTERM, or (socat) caught it and exited with 128 + SIGTERM.
+            Self::Daemon => {
+                status.success()
+                    || status.signal() == Some(libc::SIGTERM)
+                    || status.code() == Some(128 + libc::SIGTERM)
+            }
         }
     }
 }
