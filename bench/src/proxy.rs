@@ -151,7 +151,7 @@ pub fn run(options: &Options) -> Result<(), String> {
         .iter()
         .map(|p| match &p.server {
             Some(server) if !p.name.starts_with("socat") => {
-                server.rss_mb().map_or("–".into(), |mb| format_value(mb))
+                server.rss_mb().map_or("–".into(), format_value)
             }
             _ => "–".into(),
         })

@@ -214,7 +214,7 @@ fn a_destination_that_refuses_or_does_not_answer_closes_the_client_and_is_logged
     let dest = format!("tcp:127.0.0.1:{closed}");
     let (mut host, port) = forward(&["--dest", &dest]);
     python(port, 0, "s = connect()\nassert recv_all(s) == b''");
-    host.wait_for_line(&format!("warning: connection from 127.0.0.1:"));
+    host.wait_for_line("warning: connection from 127.0.0.1:");
     let line = host.wait_for_line("cannot connect to");
     assert!(
         line.contains(&format!("{dest}: Connection refused")),

@@ -58,7 +58,7 @@ fn curl_through_socks4_4a_5_and_5h_with_a_connection_log() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    host.wait_for_line(&format!("socks4a 127.0.0.1:"));
+    host.wait_for_line("socks4a 127.0.0.1:");
     host.stop();
     let lines: Vec<String> = std::fs::read_to_string(&log)
         .unwrap()
@@ -214,8 +214,7 @@ assert time.time() - started < 0.9
 fn destinations_are_checked_after_resolving_with_the_right_reply() {
     let origin = Origin::start();
     let closed = host_e2e::free_port();
-    let script = format!(
-        r#"
+    let script = r#"
 NOT_ALLOWED_4 = b'\x00\x5b' + b'\x00' * 6
 def v5(code):
     return b'\x05' + bytes([code]) + b'\x00\x01' + b'\x00' * 6
@@ -232,10 +231,9 @@ assert socks5(connect(), ORIGIN, host='0.0.0.0') == v5(2)
 assert socks5(connect(), ORIGIN, host='169.254.169.254') == v5(2)
 assert socks5(connect(), ORIGIN, host='10.0.0.1') == v5(2)
 assert socks5(connect(), ORIGIN, host=b'no-such-host.invalid') == v5(4)
-"#
-    );
+"#;
     let (mut host, port) = socks(&[]);
-    python(port, origin.port, &script);
+    python(port, origin.port, script);
     host.wait_for_line("127.0.0.1 is not allowed by the rules");
     host.stop();
 
