@@ -96,6 +96,7 @@ pub fn run(options: &Options) -> Result<(), String> {
     let mut copy = forward.to_vec();
     copy.push("--no-splice");
     let copy_args = host_args("portforward", &copy);
+    // Right after "portforward": the splice/copy ratio below relies on the order.
     start(
         "portforward --no-splice",
         Server::start("portforward-copy", &host, &copy_args, scratch.path())?,
@@ -174,6 +175,17 @@ pub fn run(options: &Options) -> Result<(), String> {
             rss[i],
         );
     }
+    let splice = paths
+        .iter()
+        .position(|p| p.name == "portforward")
+        .expect("measured");
+    let copy = splice + 1;
+    println!();
+    println!(
+        "splice against --no-splice (portforward, median of per-round ratios): stream {}, short connections {}",
+        ratio(&throughput[splice], &throughput[copy]),
+        ratio(&rates[splice], &rates[copy]),
+    );
     println!();
     println!("MB = 10^6 bytes. Ratios are medians of per-round ratios. socat forks a process per connection; its RSS is not comparable and not shown.");
     for path in paths {
