@@ -4,8 +4,9 @@
 use crate::End;
 use plugin_api::tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// One read's worth: large enough that a fast stream costs few system calls, small enough that
-/// a thousand relays hold little memory.
+/// Each direction starts with a small buffer, so a thousand idle relays hold little memory…
+const FIRST_BUFFER_BYTES: usize = 4 << 10;
+/// …and grows to this once a read fills it, so a fast stream costs few system calls.
 const BUFFER_BYTES: usize = 64 << 10;
 
 /// Moves bytes from `from` to `to` until `from` closes (then shuts down `to`'s write side) or
@@ -15,12 +16,13 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buffer = vec![0; BUFFER_BYTES];
+    let mut buffer = vec![0; FIRST_BUFFER_BYTES];
     loop {
         let n = match from.read(&mut buffer).await {
             Ok(n) => n,
             Err(e) => return End::ReadFailed(e),
         };
+        let full = n == buffer.len();
         if n == 0 {
             return match to.shutdown().await {
                 Ok(()) => End::Closed,
@@ -36,5 +38,8 @@ where
             return End::WriteFailed(e);
         }
         *moved += n as u64;
+        if full && buffer.len() < BUFFER_BYTES {
+            buffer.resize(BUFFER_BYTES, 0);
+        }
     }
 }
