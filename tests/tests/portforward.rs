@@ -35,7 +35,7 @@ fn twistd_options_and_defaults() {
     let help = run_host(&["portforward", "--help"]);
     assert_eq!(help.code(), Some(0), "{}", help.stderr);
     for expected in [
-        "-p, --port <ENDPOINT>",
+        "-p, --port <PORT>",
         "[default: tcp:6666]",
         "-h, --host <HOST>",
         "[default: localhost]",
@@ -56,6 +56,15 @@ fn twistd_options_and_defaults() {
     let bad = run_host(&["-n", "portforward", "--dest", "tcp:nowhere"]);
     assert_eq!(bad.code(), Some(2), "{}", bad.stderr);
     assert!(bad.stderr.contains("--dest"), "{}", bad.stderr);
+    // --port takes twistd's bare port number too, so it is checked by the plugin.
+    let bad = run_host(&["--pidfile", "", "-n", "portforward", "-p", "tcp:x"]);
+    assert_eq!(bad.code(), Some(1), "{}", bad.stderr);
+    assert!(
+        bad.stderr
+            .contains("option --port: invalid endpoint 'tcp:x'"),
+        "{}",
+        bad.stderr
+    );
 }
 
 #[test]

@@ -14,10 +14,11 @@ use std::time::Instant;
 
 fn options() -> Vec<OptionSpec> {
     vec![
+        // A string rather than an ENDPOINT: twistd also takes a bare port number here.
         OptionSpec::param(
             "port",
-            OptionKind::ENDPOINT,
-            "Where to listen (repeatable): tcp:PORT[:interface=ADDR], ssl:PORT:privateKey=KEY.pem[:certKey=CERT.pem], unix:PATH or systemd:domain=INET:index=N",
+            OptionKind::STRING,
+            "Where to listen (repeatable): PORT, tcp:PORT[:interface=ADDR], ssl:PORT:privateKey=KEY.pem[:certKey=CERT.pem], unix:PATH or systemd:domain=INET:index=N",
         )
         .short('p')
         .default("tcp:6666")
@@ -68,7 +69,10 @@ fn make_service(options: &Options) -> Result<PortForward> {
         destination = destination.with_timeout(timeout);
     }
     Ok(PortForward {
-        endpoints: options.endpoints("port")?,
+        endpoints: options
+            .values("port")
+            .map(listen_endpoint)
+            .collect::<Result<_>>()?,
         listeners: Vec::new(),
         limits: ConnectionLimits::from_options(options)?,
         forward: Arc::new(Forward {
@@ -76,6 +80,17 @@ fn make_service(options: &Options) -> Result<PortForward> {
             engine: Engine::from_options(options),
         }),
     })
+}
+
+/// An endpoint, or a bare port number meaning TCP on every interface, as twistd's strports
+/// still accept.
+fn listen_endpoint(text: &str) -> Result<Endpoint> {
+    match text.parse::<u16>() {
+        Ok(port) => Ok(Endpoint::tcp(port, None)),
+        Err(_) => text
+            .parse()
+            .map_err(|e| format!("option --port: {e}").into()),
+    }
 }
 
 impl Service for PortForward {
