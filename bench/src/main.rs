@@ -32,7 +32,7 @@ ftp: host's ftp plugin against vsftpd (/usr/sbin/vsftpd, from `apt-get install -
 both on 127.0.0.1 serving the same files: RETR of 200 MB by one client, and sessions (login,
 LIST, RETR 64 KiB, QUIT) by 20 clients at once.
 proxy: host's portforward (with splice and with --no-splice) and socks plugins against socat
-(/usr/bin/socat, from `apt-get install -y socat`) and a direct connection: MB/s of one 1 GiB
+(/usr/bin/socat; installed with `apt-get install -y socat` if missing) and a direct connection: MB/s of one 1 GiB
 stream, and short connections per second by 16 clients.
 
   --seconds S     length of each measurement; ftp retrieves 200 MB at most 3 times in it

@@ -12,6 +12,7 @@ use crate::servers::{self, Server};
 use crate::Options;
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -45,11 +46,7 @@ struct Route {
 
 pub fn run(options: &Options) -> Result<(), String> {
     let host = servers::locate_host(options.host.as_deref())?;
-    let socat = servers::require_file(
-        "socat",
-        "/usr/bin/socat".into(),
-        "install it with `apt-get install -y socat`",
-    )?;
+    let socat = socat()?;
     let scratch = Scratch::new("proxy")?;
     let runtime = Runtime::new().map_err(|e| format!("cannot start tokio: {e}"))?;
     let origin = runtime.block_on(origin())?;
@@ -194,6 +191,22 @@ pub fn run(options: &Options) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// socat, installed from Debian's package if it is missing.
+fn socat() -> Result<std::path::PathBuf, String> {
+    const SOCAT: &str = "/usr/bin/socat";
+    if !Path::new(SOCAT).is_file() {
+        println!("socat is missing: apt-get install -y socat");
+        let _ = std::process::Command::new("apt-get")
+            .args(["install", "-y", "-q", "socat"])
+            .status();
+    }
+    servers::require_file(
+        "socat",
+        SOCAT.into(),
+        "install it with `apt-get install -y socat`",
+    )
 }
 
 fn spread(samples: &[f64]) -> String {
