@@ -414,3 +414,36 @@ fn bad_configuration_is_one_line_and_exit_1() {
         assert_eq!(out.stderr.trim_end().lines().count(), 1, "{}", out.stderr);
     }
 }
+
+#[test]
+fn a_reset_on_one_side_resets_the_other() {
+    let (mut host, port) = socks(&LOOPBACK);
+    python(
+        port,
+        0,
+        r#"
+server = socket.socket(); server.bind(('127.0.0.1', 0)); server.listen(4)
+here = server.getsockname()[1]
+def reset(s):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    s.close()
+def pair():
+    client = connect()
+    assert socks5(client, here)[:2] == b'\x05\x00'
+    far, _ = server.accept()
+    far.settimeout(20)
+    client.sendall(b'ping'); assert recv_exact(far, 4) == b'ping'
+    return client, far
+for resetting in ('client', 'server'):
+    client, far = pair()
+    victim = far if resetting == 'client' else client
+    reset(client if resetting == 'client' else far)
+    try:
+        got = victim.recv(10)
+        raise AssertionError('%s reset, the other side read %r instead of a reset' % (resetting, got))
+    except ConnectionResetError:
+        pass
+"#,
+    );
+    host.stop();
+}

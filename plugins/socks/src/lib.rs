@@ -200,8 +200,20 @@ impl Proxy {
         let bound = server
             .local_addr()
             .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
-        handshake::send(&mut client, &reply(request.version, Ok(bound))).await?;
-        server.write_all(&request.early_data).await?;
+        let delivered = async {
+            handshake::send(&mut client, &reply(request.version, Ok(bound))).await?;
+            server.write_all(&request.early_data).await
+        };
+        if let Err(e) = delivered.await {
+            let refused = Refused {
+                version: Some(request.version),
+                user: request.user,
+                target: Some(request.target),
+                why: format!("ended before relaying: {e}"),
+            };
+            self.log_refused(&peer, &refused);
+            return Ok(());
+        }
         let mut relayed = relay::relay(client, server, self.engine, started).await;
         relayed.up += request.early_data.len() as u64;
         self.log_relayed(&peer, &request, address, &relayed);
