@@ -29,6 +29,7 @@ const SHORT_BYTES: u64 = 64;
 const CLIENTS: usize = 16;
 const TIMEOUT: Duration = Duration::from_secs(10);
 const BUFFER: usize = 256 << 10;
+const SETTLE: Duration = Duration::from_millis(200);
 
 /// How a client reaches the origin.
 #[derive(Clone, Copy)]
@@ -127,22 +128,35 @@ pub fn run(options: &Options) -> Result<(), String> {
     }
     let mut throughput = vec![Vec::new(); paths.len()];
     let mut rates = vec![Vec::new(); paths.len()];
+    // The proxy's CPU time: seconds per GiB streamed, microseconds per short connection.
+    let mut stream_cpu = vec![Vec::new(); paths.len()];
+    let mut connection_cpu = vec![Vec::new(); paths.len()];
     for round in 0..options.rounds {
         // A different path goes first each round, so drift in the machine's load is shared.
         for offset in 0..paths.len() {
             let i = (round + offset) % paths.len();
             let path = &paths[i];
-            let started = Instant::now();
+            let cpu = || path.server.as_ref().map(Server::cpu_seconds).transpose();
+            let (started, cpu_before) = (Instant::now(), cpu()?);
             runtime
                 .block_on(fetch(path.via, origin, STREAM_BYTES))
                 .map_err(|e| format!("{}: the stream failed: {e}", path.name))?;
             throughput[i].push(STREAM_BYTES as f64 / started.elapsed().as_secs_f64() / 1e6);
+            // Time for a forked child (socat's) to exit and be counted.
+            std::thread::sleep(SETTLE);
+            let cpu_between = cpu()?;
             let (done, errors) =
                 runtime.block_on(short_connections(path.via, origin, options.duration));
             if errors > 0 {
                 return Err(format!("{}: {errors} short connections failed", path.name));
             }
             rates[i].push(done as f64 / options.duration.as_secs_f64());
+            std::thread::sleep(SETTLE);
+            if let (Some(before), Some(between), Some(after)) = (cpu_before, cpu_between, cpu()?) {
+                let gib = STREAM_BYTES as f64 / f64::from(1 << 30);
+                stream_cpu[i].push((between - before) / gib);
+                connection_cpu[i].push((after - between) * 1e6 / done as f64);
+            }
         }
     }
     let rss: Vec<String> = paths
@@ -159,16 +173,18 @@ pub fn run(options: &Options) -> Result<(), String> {
         .position(|p| p.name == "socat")
         .expect("socat is measured");
     println!();
-    println!("| path | stream MB/s (min–max) | ratio to socat | short connections/s (min–max) | ratio to socat | RSS MB after |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| path | stream MB/s (min–max) | ratio to socat | short connections/s (min–max) | ratio to socat | proxy CPU s per GiB | proxy CPU µs per connection | RSS MB after |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (i, path) in paths.iter().enumerate() {
         println!(
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             path.name,
             spread(&throughput[i]),
             ratio(&throughput[i], &throughput[baseline]),
             spread(&rates[i]),
             ratio(&rates[i], &rates[baseline]),
+            cost(&stream_cpu[i]),
+            cost(&connection_cpu[i]),
             rss[i],
         );
     }
@@ -179,12 +195,15 @@ pub fn run(options: &Options) -> Result<(), String> {
     let copy = splice + 1;
     println!();
     println!(
-        "splice against --no-splice (portforward, median of per-round ratios): stream {}, short connections {}",
+        "splice against --no-splice (portforward, median of per-round ratios): stream MB/s {}, \
+         short connections/s {}, CPU per GiB {}, CPU per connection {}",
         ratio(&throughput[splice], &throughput[copy]),
         ratio(&rates[splice], &rates[copy]),
+        ratio(&stream_cpu[splice], &stream_cpu[copy]),
+        ratio(&connection_cpu[splice], &connection_cpu[copy]),
     );
     println!();
-    println!("MB = 10^6 bytes. Ratios are medians of per-round ratios. socat forks a process per connection; its RSS is not comparable and not shown.");
+    println!("MB = 10^6 bytes. Ratios are medians of per-round ratios. CPU is the proxy process's user and system time, with its reaped children's (socat forks one per connection). socat's RSS is its listening process only and not shown.");
     for path in paths {
         if let Some(server) = path.server {
             server.stop()?;
@@ -218,6 +237,14 @@ fn spread(samples: &[f64]) -> String {
         format_value(min),
         format_value(max)
     )
+}
+
+/// A cost's median and range; "–" where it was not measured (no proxy process).
+fn cost(samples: &[f64]) -> String {
+    match samples.is_empty() {
+        true => "–".into(),
+        false => spread(samples),
+    }
 }
 
 fn ratio(samples: &[f64], baseline: &[f64]) -> String {

@@ -156,6 +156,26 @@ impl Server {
             .ok_or_else(|| format!("no VmRSS in {path}"))
     }
 
+    /// The CPU time the server and its reaped children have used so far, in seconds: a cost
+    /// that, unlike throughput, hardly moves when other work shares the machine.
+    pub fn cpu_seconds(&self) -> Result<f64, String> {
+        let path = format!("/proc/{}/stat", self.pid);
+        let stat =
+            std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        // The fields after the command name, which is in parentheses and may hold spaces:
+        // utime, stime, cutime and cstime are the 12th to 15th of them.
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let ticks: f64 = after_name
+            .split_whitespace()
+            .skip(11)
+            .take(4)
+            .filter_map(|field| field.parse::<f64>().ok())
+            .sum();
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Ok(ticks / per_second)
+    }
+
     /// Stops the server and checks that it exits, and exits cleanly.
     pub fn stop(mut self) -> Result<(), String> {
         let Some(child) = self.child.take() else {

@@ -13,9 +13,10 @@
 //!   seen it. A side that fails while being written to ends only that direction: what the
 //!   failed side had already sent (a server's reply before its reset) is still delivered.
 //!
-//! Between two plain TCP sockets the bytes never enter user space: each direction moves them
-//! with `splice(2)` through a pipe ([`splice`]); anything else (TLS, Unix sockets) goes through
-//! a buffer ([`copy`]). BENCHMARKS.md has the measurements behind that choice.
+//! Between two plain TCP sockets, a direction that carries a bulk transfer moves it with
+//! `splice(2)` through a pipe, so the bytes never enter user space; small exchanges are copied,
+//! which is cheaper than making a pipe ([`splice`]). Anything else (TLS, Unix sockets) goes
+//! through a buffer ([`copy`]). BENCHMARKS.md has the measurements behind these choices.
 
 mod copy;
 mod splice;
@@ -30,7 +31,8 @@ use std::time::{Duration, Instant};
 /// How the bytes are moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
-    /// `splice(2)` through a pipe when both sides are plain TCP, a buffer otherwise.
+    /// When both sides are plain TCP, `splice(2)` through a pipe once a direction carries a
+    /// bulk transfer (a copy before that); a buffer otherwise.
     Splice,
     /// Always through a user-space buffer.
     Copy,
@@ -108,15 +110,11 @@ pub async fn relay(
     started: Instant,
 ) -> Relayed {
     let (mut up, mut down) = (0, 0);
-    let pipes = match (engine, client.tcp(), server.tcp()) {
-        (Engine::Splice, Some(_), Some(_)) => splice::Pipes::new().ok(),
-        _ => None,
-    };
-    let (error, broken) = match (&pipes, client.tcp(), server.tcp()) {
-        (Some(pipes), Some(c), Some(s)) => {
+    let (error, broken) = match (engine, client.tcp(), server.tcp()) {
+        (Engine::Splice, Some(c), Some(s)) => {
             both_ways(
-                splice::one_way(c, s, &pipes.up, &mut up),
-                splice::one_way(s, c, &pipes.down, &mut down),
+                splice::one_way(c, s, &mut up),
+                splice::one_way(s, c, &mut down),
             )
             .await
         }
