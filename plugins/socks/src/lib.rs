@@ -28,6 +28,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wire::{Failure, Target};
 
+/// Generous for a few round trips over any network, short enough that silent clients do not
+/// hold their connection slots for long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Twisted's default for connecting.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn seconds(duration: Duration) -> String {
+    format!("{}s", duration.as_secs())
+}
+
 fn options() -> Vec<OptionSpec> {
     vec![
         OptionSpec::param("interface", OptionKind::STRING, "The address to listen on.")
@@ -70,13 +80,13 @@ fn options() -> Vec<OptionSpec> {
             OptionKind::DURATION,
             "How long a client may take to send its request.",
         )
-        .default("10s"),
+        .default(&seconds(HANDSHAKE_TIMEOUT)),
         OptionSpec::param(
             "connect-timeout",
             OptionKind::DURATION,
             "How long resolving and connecting to a destination may take.",
         )
-        .default("30s"),
+        .default(&seconds(CONNECT_TIMEOUT)),
         OptionSpec::max_connections(1000),
         Engine::option(),
     ]
@@ -127,10 +137,10 @@ fn make_service(options: &Options) -> Result<Socks> {
             rules: Rules::new(&nets("allow")?, &nets("deny")?),
             handshake_timeout: options
                 .duration("handshake-timeout")?
-                .unwrap_or(Duration::from_secs(10)),
+                .unwrap_or(HANDSHAKE_TIMEOUT),
             connect_timeout: options
                 .duration("connect-timeout")?
-                .unwrap_or(Duration::from_secs(30)),
+                .unwrap_or(CONNECT_TIMEOUT),
             engine: Engine::from_options(options),
             log: None,
         }),
