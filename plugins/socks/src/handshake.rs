@@ -288,7 +288,7 @@ async fn log_in(
         refuse(reader.client, &FAILED).await;
         return Err((
             Some(name),
-            "refused: too many failed logins from this address".into(),
+            "too many failed logins from this address".into(),
         ));
     }
     let known = std::str::from_utf8(&user).ok();
