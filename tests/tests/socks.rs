@@ -447,3 +447,26 @@ for resetting in ('client', 'server'):
     );
     host.stop();
 }
+
+#[test]
+fn one_address_can_be_limited() {
+    let (mut host, port) = socks(&["--max-connections-per-ip", "2"]);
+    python(
+        port,
+        0,
+        r#"
+held = [connect(), connect()]
+time.sleep(0.3)
+# Closed at once, not after the 5-second handshake deadline a silent client would get.
+started = time.time()
+assert recv_all(connect()) == b''
+assert time.time() - started < 2, time.time() - started
+held[0].close()
+time.sleep(0.3)
+s = connect()
+s.sendall(b'\x05\x01\x00')
+assert recv_exact(s, 2) == b'\x05\x00'
+"#,
+    );
+    host.stop();
+}

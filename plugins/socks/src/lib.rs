@@ -88,6 +88,13 @@ fn options() -> Vec<OptionSpec> {
         )
         .default(&seconds(CONNECT_TIMEOUT)),
         OptionSpec::max_connections(1000),
+        // Read by ConnectionLimits::from_options, like --max-connections.
+        OptionSpec::param(
+            "max-connections-per-ip",
+            OptionKind::INTEGER,
+            "Connections at once from one client address (0: no limit); more are closed at once.",
+        )
+        .default("0"),
         Engine::option(),
     ]
 }
