@@ -10,6 +10,7 @@ mod ftp_load;
 mod listing;
 mod load;
 mod nginx;
+mod proxy;
 mod report;
 mod scratch;
 mod servers;
@@ -26,6 +27,7 @@ const USAGE: &str =
        bench listing [--rounds N] [--fixture PATH] [--host PATH]
        bench ftp [--seconds S] [--rounds N] [--host PATH]
        bench web [--seconds S] [--rounds N] [--host PATH]
+       bench proxy [--seconds S] [--rounds N] [--host PATH]
 
 fastpoetry: host's fastpoetry plugin against a minimal tokio server.
 listing: `host --plugin-dir DIR` listing 1 and 100 plugins, with and without DIR's
@@ -36,11 +38,15 @@ LIST, RETR 64 KiB, QUIT) by 20 clients at once.
 web: host's web plugin against nginx (/usr/sbin/nginx, from `apt-get install -y nginx-light`),
 both on 127.0.0.1 serving the same files, loaded by wrk (`apt-get install -y wrk`): requests/s
 for a 1 KiB file over 50 keep-alive connections, and MB/s for a 100 MB file.
+proxy: host's portforward (with splice and with --no-splice) and socks plugins against socat
+(/usr/bin/socat; installed with `apt-get install -y socat` if missing) and a direct connection: MB/s of one 1 GiB
+stream, and short connections per second by 16 clients.
 
   --seconds S     length of each measurement; ftp retrieves 200 MB at most 3 times in it
                   [default: 2]
   --rounds N      repetitions of each measurement, at most 1000; listing runs its cold
-                  listings in one round out of three [default: fastpoetry 3, listing 30, ftp 5]
+                  listings in one round out of three
+                  [default: fastpoetry 3, listing 30, ftp 5, proxy 5]
   --max-poems N   cap on the poems one measurement asks for [default: 100000]
   --admin S       fastpoetry: run host with --admin and scrape its /metrics every S
                   seconds while measuring [default: no admin endpoint]
@@ -80,6 +86,10 @@ fn main() -> ExitCode {
         Some("web") => {
             let accepted = ["--seconds", "--rounds", "--host"];
             parse_options(&args[2..], &accepted, 5).and_then(|o| web::run(&o))
+        }
+        Some("proxy") => {
+            let accepted = ["--seconds", "--rounds", "--host"];
+            parse_options(&args[2..], &accepted, 5).and_then(|o| proxy::run(&o))
         }
         Some("-h" | "--help") => {
             println!("{USAGE}");

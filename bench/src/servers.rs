@@ -23,7 +23,7 @@ enum Kind {
     /// host and the baselines written for it: they announce their port in twistd's words,
     /// and exit with status 0 on SIGINT.
     Twistd,
-    /// A daemon such as vsftpd: it listens on the port its configuration gives, dies of
+    /// A daemon such as vsftpd or socat: it listens on the port its configuration gives, dies of
     /// SIGTERM, and reports start-up errors ("500 OOPS: …") on fd 0, which is the client's
     /// connection when inetd starts it.
     Daemon,
@@ -40,7 +40,12 @@ impl Kind {
     fn stopped_cleanly(self, status: ExitStatus) -> bool {
         match self {
             Self::Twistd => status.success(),
-            Self::Daemon => status.success() || status.signal() == Some(Signal::TERM.as_raw()),
+            // Killed by SIGTERM, or (socat) caught it and exited with 128 + SIGTERM.
+            Self::Daemon => {
+                status.success()
+                    || status.signal() == Some(Signal::TERM.as_raw())
+                    || status.code() == Some(128 + Signal::TERM.as_raw())
+            }
         }
     }
 }
@@ -163,16 +168,17 @@ impl Server {
             .ok_or_else(|| format!("no VmRSS in {path}"))
     }
 
-    /// The CPU time (user and system) the server and its child processes (nginx's workers)
-    /// have used so far, in seconds.
+    /// The CPU time (user and system) the server has used so far, in seconds, with what its
+    /// child processes used: those running (nginx's workers) and those it has reaped. A cost
+    /// that, unlike throughput, hardly moves when other work shares the machine.
     pub fn cpu_seconds(&self) -> Result<f64, String> {
-        let ticks = |stat: &str| -> Option<(u32, u64)> {
-            // The fields after the command name, which may hold spaces, closed by ')'.
+        // The fields after the command name, which may hold spaces, closed by ')': the parent's
+        // pid, then utime, stime, cutime and cstime as the 12th to 15th.
+        let ticks = |stat: &str| -> Option<(u32, u64, u64)> {
             let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let field = |n: usize| fields.get(n)?.parse::<u64>().ok();
             let parent = fields.get(1)?.parse().ok()?;
-            let used =
-                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-            Some((parent, used))
+            Some((parent, field(11)? + field(12)?, field(13)? + field(14)?))
         };
         let own = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
             .ok()
@@ -190,11 +196,11 @@ impl Server {
             })
             .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
             .filter_map(|stat| ticks(&stat))
-            .filter(|(parent, _)| *parent == self.pid)
-            .map(|(_, used)| used)
+            .filter(|(parent, ..)| *parent == self.pid)
+            .map(|(_, used, _)| used)
             .sum();
         let per_second = rustix::param::clock_ticks_per_second().max(1) as f64;
-        Ok((own.1 + children) as f64 / per_second)
+        Ok((own.1 + own.2 + children) as f64 / per_second)
     }
 
     /// Stops the server and checks that it exits, and exits cleanly.

@@ -6,9 +6,10 @@ use abi_stable::std_types::RSome;
 use plugin_api::abi::OptionSpec;
 use std::collections::HashSet;
 
-/// Long names and letters the host itself gives every plugin command.
+/// Long names the host itself gives every plugin command. `-h` is not reserved: it means
+/// `--help` unless the plugin takes it for an option of its own, as twistd lets plugins do
+/// (its portforward's `-h` is `--host`).
 const RESERVED_LONG: &[&str] = &["help"];
-const RESERVED_SHORT: &[u8] = b"h";
 
 pub fn check_options(options: &[OptionSpec]) -> Result<(), String> {
     let mut longs = HashSet::new();
@@ -36,9 +37,9 @@ pub fn check_options(options: &[OptionSpec]) -> Result<(), String> {
                     "option --{long} has an invalid short name (use one ASCII letter or digit)"
                 ));
             }
-            if RESERVED_SHORT.contains(&letter) || !shorts.insert(letter) {
+            if !shorts.insert(letter) {
                 return Err(format!(
-                    "option --{long}: short name -{} is used twice or clashes with the host's",
+                    "option --{long}: short name -{} is used twice",
                     char::from(letter)
                 ));
             }
@@ -82,6 +83,7 @@ mod tests {
                 .default("10000"),
             OptionSpec::param("listen", OptionKind::ENDPOINT, "").repeatable(),
             OptionSpec::flag("write-anonymous", ""),
+            OptionSpec::param("host", OptionKind::STRING, "").short('h'),
         ];
         assert_eq!(check_options(&options), Ok(()));
     }

@@ -7,10 +7,20 @@ use dropin_cache::Plugin;
 use plugin_api::abi::{OptionSpec, OptionValue};
 
 pub fn command(plugin: Plugin<'_>, specs: &[OptionSpec]) -> Command {
-    Command::new(plugin.tapname().to_string())
+    let command = Command::new(plugin.tapname().to_string())
         .bin_name(format!("host {}", plugin.tapname()))
         .about(plugin.description().to_string())
-        .args(specs.iter().map(arg))
+        .args(specs.iter().map(arg));
+    // A plugin may take -h for itself (twistd's portforward: -h is --host); --help remains.
+    match specs.iter().any(|spec| spec.short == RSome(b'h')) {
+        true => command.disable_help_flag(true).arg(
+            Arg::new("help")
+                .long("help")
+                .action(ArgAction::Help)
+                .help("Print help"),
+        ),
+        false => command,
+    }
 }
 
 fn arg(spec: &OptionSpec) -> Arg {

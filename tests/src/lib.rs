@@ -3,6 +3,8 @@
 //!
 //! Every wait is bounded: a test that goes wrong fails with what the host printed, never hangs.
 
+pub mod proxying;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -18,10 +18,20 @@ fn no_arguments_lists_the_shipped_plugins_and_exits_0() {
             .split("Plugins:")
             .nth(1)
             .expect("a Plugins: section");
-        assert!(
-            plugins.contains("fastpoetry  A fast poetry service."),
-            "{plugins}"
-        );
+        // The description column is as wide as the longest tapname needs.
+        let listed: Vec<String> = plugins
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        for shipped in [
+            "fastpoetry A fast poetry service.",
+            "ftp An FTP server: read-only anonymous access by default, confined paths, FTPS.",
+            "web A static file server: HTTP/1.1 and HTTP/2, every path confined to its root.",
+            "portforward A simple port-forwarder.",
+            "socks A SOCKSv4, SOCKSv4a and SOCKSv5 proxy service.",
+        ] {
+            assert!(listed.iter().any(|l| l == shipped), "{shipped}: {plugins}");
+        }
         assert!(
             !plugins.contains("faulty"),
             "fixtures must not be on the default path: {plugins}"
@@ -66,16 +76,20 @@ fn plugin_help_shows_its_options_with_defaults() {
 }
 
 #[test]
-fn the_readme_shows_fastpoetry_help_as_it_is() {
-    let out = run_host(&["fastpoetry", "--help"]);
+fn the_readme_shows_the_usage_and_fastpoetry_help_as_they_are() {
     let readme = std::fs::read_to_string(host_e2e::workspace_root().join("README.md")).unwrap();
-    // The harness gives the output as lines joined by newlines, without the last one.
-    let sample = format!("```text\n$ host fastpoetry --help\n{}\n```", out.stdout);
-    assert!(
-        readme.contains(&sample),
-        "README.md's fastpoetry --help differs from the real output:\n{}",
-        out.stdout
-    );
+    for args in [&[][..], &["fastpoetry", "--help"]] {
+        let out = run_host(args);
+        // The harness gives the output as lines joined by newlines, without the last one.
+        let shown = ["$ host"].iter().chain(args).cloned().collect::<Vec<_>>();
+        let sample = format!("```text\n{}\n{}\n```", shown.join(" "), out.stdout);
+        assert!(
+            readme.contains(&sample),
+            "README.md's `{}` differs from the real output:\n{}",
+            shown.join(" "),
+            out.stdout
+        );
+    }
 }
 
 #[test]

@@ -45,7 +45,10 @@ fn files_that_are_not_plugins_are_skipped_silently() {
     let out = run_host(&["--plugin-dir", dir.path().to_str().unwrap()]);
     assert_eq!(out.code(), Some(0), "{out:?}");
     assert!(
-        out.stdout.contains("fastpoetry  A fast poetry service."),
+        out.stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("fastpoetry ")
+                && l.ends_with(" A fast poetry service.")),
         "{}",
         out.stdout
     );

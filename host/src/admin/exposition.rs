@@ -86,12 +86,16 @@ pub fn render(health: &Health, own: &ProcessReport, sources: &[Source]) -> Strin
     text
 }
 
+/// The labels that say whose a sample is: service, plugin and, under a supervisor, worker.
+type Scope = Vec<(String, String)>;
+
 /// Every service's families, merged by name, each sample with its service's labels.
 #[derive(Debug, Default)]
 struct ServiceFamilies {
     /// One label set per service for `host_service_info`.
-    info: Vec<Vec<(String, String)>>,
-    families: BTreeMap<String, (Family, Vec<(Vec<(String, String)>, Sample)>)>,
+    info: Vec<Scope>,
+    /// A family's shape (its first service's), then every service's samples of it.
+    families: BTreeMap<String, (Family, Vec<(Scope, Sample)>)>,
 }
 
 impl ServiceFamilies {

@@ -1,55 +1,20 @@
 //! Who may log in: the anonymous user (read-only unless `--write-anonymous`) and the users of
-//! the password file, whose passwords are bcrypt or argon2 hashes.
+//! the password file (the `logins` crate, shared with the socks plugin), whose third field is
+//! the user's home under the root.
 
-use crate::login_guard::LoginGuard;
-use plugin_api::files;
+use logins::{LoginGuard, PasswordFile};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-
-/// How a password is checked.
-#[derive(Debug, Clone)]
-enum Secret {
-    /// A bcrypt (`$2b$…`) or argon2 (`$argon2id$…`) hash in PHC form.
-    Hash(String),
-    /// Allowed only with `--allow-plaintext-passwords`.
-    Plain(String),
-}
-
-impl Secret {
-    fn matches(&self, password: &[u8]) -> bool {
-        match self {
-            Self::Hash(hash) if hash.starts_with("$argon2") => {
-                use argon2::password_hash::{PasswordHash, PasswordVerifier};
-                PasswordHash::new(hash).is_ok_and(|parsed| {
-                    argon2::Argon2::default()
-                        .verify_password(password, &parsed)
-                        .is_ok()
-                })
-            }
-            Self::Hash(hash) => bcrypt::verify(password, hash).unwrap_or(false),
-            Self::Plain(plain) => constant_time_eq(plain.as_bytes(), password),
-        }
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
-}
-
-#[derive(Debug, Clone)]
-struct Account {
-    secret: Secret,
-    /// The user's home under the root, if the password file names one.
-    home: Option<PathBuf>,
-}
 
 /// The accounts from `--password-file` and the anonymous user's name and rights.
 #[derive(Debug)]
 pub struct Accounts {
     anonymous: String,
     write_anonymous: bool,
-    users: HashMap<String, Account>,
+    users: PasswordFile,
+    /// Each user's root, when the password file's third field names one.
+    homes: HashMap<String, PathBuf>,
 }
 
 impl Accounts {
@@ -61,52 +26,28 @@ impl Accounts {
         allow_plaintext: bool,
         root: &Path,
     ) -> Result<Self, String> {
-        let mut users = HashMap::new();
-        if let Some(file) = password_file {
-            let cannot_read = |e| format!("cannot read the password file {}: {e}", file.display());
-            let bytes = files::read_regular(file, crate::CONFIG_FILE_LIMIT).map_err(cannot_read)?;
-            let text = String::from_utf8(bytes).map_err(|_| {
-                cannot_read(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "it is not UTF-8 text",
-                ))
-            })?;
-            for (number, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                let at = || format!("{} line {}", file.display(), number + 1);
-                let mut fields = line.splitn(3, ':');
-                let (Some(user), Some(secret)) = (fields.next(), fields.next()) else {
-                    return Err(format!("{}: expected user:hash", at()));
-                };
-                if user.is_empty() || user == anonymous {
-                    return Err(format!("{}: invalid user name '{user}'", at()));
-                }
-                let secret = if secret.starts_with("$2") || secret.starts_with("$argon2") {
-                    Secret::Hash(secret.to_string())
-                } else if allow_plaintext {
-                    Secret::Plain(secret.to_string())
-                } else {
-                    return Err(format!(
-                        "{}: the password of '{user}' is not a bcrypt or argon2 hash (plain-text passwords need --allow-plaintext-passwords)",
-                        at()
-                    ));
-                };
-                let home = fields
-                    .next()
-                    .filter(|h| !h.is_empty())
-                    .map(|h| home_under(root, h))
-                    .transpose()
-                    .map_err(|e| format!("{}: {e}", at()))?;
-                users.insert(user.to_string(), Account { secret, home });
+        let users = match password_file {
+            Some(file) => PasswordFile::load(file, allow_plaintext)?,
+            None => PasswordFile::default(),
+        };
+        let mut homes = HashMap::new();
+        for (user, entry) in users.entries() {
+            let at = |why: String| {
+                let file = password_file.unwrap_or(Path::new("")).display();
+                format!("{file} line {}: {why}", entry.line)
+            };
+            if user == anonymous {
+                return Err(at(format!("invalid user name '{user}'")));
+            }
+            if let Some(home) = &entry.extra {
+                homes.insert(user.to_string(), home_under(root, home).map_err(at)?);
             }
         }
         Ok(Self {
             anonymous: anonymous.to_string(),
             write_anonymous,
             users,
+            homes,
         })
     }
 
@@ -159,23 +100,14 @@ impl Accounts {
                 home: None,
             });
         }
-        let account = std::str::from_utf8(name)
-            .ok()
-            .and_then(|name| Some((name, self.users.get(name)?)));
-        if let Some((name, account)) = account {
-            // Hashing is deliberately slow: keep it off the async worker threads.
-            let (secret, password) = (account.secret.clone(), password.to_vec());
-            let matches =
-                plugin_api::tokio::task::spawn_blocking(move || secret.matches(&password))
-                    .await
-                    .unwrap_or(false);
-            if matches {
-                return Some(User {
-                    name: name.to_string(),
-                    read_only: false,
-                    home: account.home.clone(),
-                });
-            }
+        // A name that is not UTF-8 is no user's; it still costs a hash, like any unknown one.
+        let name_text = std::str::from_utf8(name).unwrap_or("");
+        if self.users.verify(name_text, password).await {
+            return Some(User {
+                name: name_text.to_string(),
+                read_only: false,
+                home: self.homes.get(name_text).cloned(),
+            });
         }
         guard.failed(ip, &crate::names::for_log(name)).await;
         None
@@ -199,37 +131,30 @@ mod tests {
         Accounts::load("anonymous", false, Some(&file), plaintext, &root)
     }
 
-    #[test]
-    fn bcrypt_and_argon2_hashes_verify() {
-        use argon2::password_hash::{PasswordHasher, SaltString};
-        let bcrypt_hash = bcrypt::hash("s3cret", 4).unwrap();
-        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
-        let argon_hash = argon2::Argon2::default()
-            .hash_password(b"hunter2", &salt)
+    fn log_in(accounts: &Accounts, name: &str, password: &str) -> Option<User> {
+        let guard = LoginGuard::default();
+        plugin_api::tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
             .unwrap()
-            .to_string();
-        let accounts = accounts(
-            &format!("# users\nalice:{bcrypt_hash}:alice\nbob:{argon_hash}\n"),
-            false,
-        )
-        .unwrap();
-        assert_eq!(accounts.user_count(), 2);
-        let alice = &accounts.users["alice"];
-        assert!(alice.secret.matches(b"s3cret") && !alice.secret.matches(b"S3cret"));
-        assert!(alice.home.as_ref().unwrap().ends_with("alice"));
-        let bob = &accounts.users["bob"];
-        assert!(bob.secret.matches(b"hunter2") && !bob.secret.matches(b"hunter3"));
+            .block_on(accounts.log_in(
+                name.as_bytes(),
+                password.as_bytes(),
+                "127.0.0.1".parse().unwrap(),
+                &guard,
+            ))
     }
 
     #[test]
-    fn plain_text_passwords_need_the_flag() {
-        let error = accounts("carol:letmein\n", false).unwrap_err();
-        assert!(
-            error.contains("line 1: the password of 'carol' is not a bcrypt or argon2 hash"),
-            "{error}"
-        );
-        let accounts = accounts("carol:letmein\n", true).unwrap();
-        assert!(accounts.users["carol"].secret.matches(b"letmein"));
+    fn users_log_in_with_their_home_and_anonymous_reads_only() {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let accounts = accounts(&format!("# users\nalice:{hash}:alice\n"), false).unwrap();
+        assert_eq!(accounts.user_count(), 1);
+        let alice = log_in(&accounts, "alice", "s3cret").unwrap();
+        assert!(!alice.read_only && alice.home.unwrap().ends_with("alice"));
+        assert!(log_in(&accounts, "alice", "S3cret").is_none());
+        assert!(log_in(&accounts, "mallory", "s3cret").is_none());
+        assert!(log_in(&accounts, "anonymous", "").unwrap().read_only);
     }
 
     #[test]

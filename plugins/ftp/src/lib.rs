@@ -20,7 +20,6 @@ mod accounts;
 mod command;
 mod control;
 mod listing;
-mod login_guard;
 mod names;
 mod passive;
 mod session;
@@ -29,7 +28,7 @@ mod tree;
 mod vpath;
 
 use accounts::Accounts;
-use login_guard::LoginGuard;
+use logins::LoginGuard;
 use plugin_api::tokio::io::AsyncWriteExt;
 use plugin_api::tracing::info;
 use plugin_api::{

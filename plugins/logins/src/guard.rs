@@ -1,8 +1,8 @@
-//! Slowing down password guessing: every failed login waits before its 530 reply, and an address
+//! Slowing down password guessing: every failed login waits before its reply, and an address
 //! with too many failures in a minute is refused for a while.
 //!
-//! The guard is shared by every connection: a per-connection count would let a guesser simply
-//! reconnect.
+//! One guard is shared by all of a service's connections, so a guesser gains nothing by
+//! reconnecting.
 
 use plugin_api::tracing::warn;
 use std::collections::HashMap;

@@ -1,0 +1,112 @@
+//! `-l/--log FILE`: one line per connection, tab-separated, for the operator's tools:
+//! time, client, protocol, user, destination, address connected to, outcome, bytes up,
+//! bytes down, seconds. A field that is not known is `-`.
+//!
+//! Lines are written by a thread of their own, so a slow disk never stalls a connection; if
+//! the thread falls more than [`BACKLOG`] lines behind, lines are dropped and counted, and the
+//! count is written when it catches up.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+
+const BACKLOG: usize = 10_000;
+
+/// The log file, opened before the host changes directory or drops privileges.
+pub struct ConnectionLog {
+    file: File,
+}
+
+impl ConnectionLog {
+    pub fn open(path: &Path) -> Result<Self, String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .custom_flags(nonblocking())
+            .open(path)
+            .map_err(|e| format!("cannot open the connection log {}: {e}", path.display()))?;
+        let metadata = file
+            .metadata()
+            .map_err(|e| format!("cannot open the connection log {}: {e}", path.display()))?;
+        if !metadata.is_file() {
+            return Err(format!(
+                "cannot open the connection log {}: not a regular file",
+                path.display()
+            ));
+        }
+        Ok(Self { file })
+    }
+
+    /// Starts the writer thread; lines go to it through the returned handle.
+    pub fn start(self) -> std::io::Result<LogLines> {
+        let (sender, receiver) = sync_channel(BACKLOG);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let counted = dropped.clone();
+        std::thread::Builder::new()
+            .name("socks-log".into())
+            .spawn(move || write_lines(self.file, receiver, &counted))?;
+        Ok(LogLines { sender, dropped })
+    }
+}
+
+/// O_NONBLOCK, so opening a FIFO by mistake fails the check above instead of hanging.
+fn nonblocking() -> i32 {
+    rustix::fs::OFlags::NONBLOCK.bits() as i32
+}
+
+fn write_lines(file: File, lines: Receiver<String>, dropped: &AtomicU64) {
+    let mut out = BufWriter::new(file);
+    while let Ok(line) = lines.recv() {
+        let _ = out.write_all(line.as_bytes());
+        // Write what else is waiting, then flush once: the file stays current without a
+        // system call per line under load.
+        while let Ok(line) = lines.try_recv() {
+            let _ = out.write_all(line.as_bytes());
+        }
+        let lost = dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            let _ = writeln!(
+                out,
+                "# {lost} connection lines dropped: the log could not keep up"
+            );
+        }
+        let _ = out.flush();
+    }
+}
+
+/// Where connection lines go.
+#[derive(Clone)]
+pub struct LogLines {
+    sender: SyncSender<String>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl LogLines {
+    /// Queues `fields` as one line, with the time in front.
+    pub fn write(&self, fields: &[&str]) {
+        let mut line = now();
+        for field in fields {
+            line.push('\t');
+            line.push_str(if field.is_empty() { "-" } else { field });
+        }
+        line.push('\n');
+        match self.sender.try_send(line) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The local time as the host's log writes it, `2026-11-21T23:55:29+0000`.
+fn now() -> String {
+    chrono::Local::now()
+        .format("%Y-%m-%dT%H:%M:%S%z")
+        .to_string()
+}

@@ -1,0 +1,472 @@
+//! The socks plugin with real clients: curl through every SOCKS version to a real web server,
+//! and Python clients for malformed and truncated handshakes, logins, rules, half-close,
+//! concurrency, a 1 GiB stream and a slow reader.
+
+use host_e2e::proxying::{curl, python, rss_kib, Origin, Unanswering, WebServer};
+use host_e2e::{run_host, Running, TempDir, PATIENCE};
+use std::time::{Duration, Instant};
+
+/// `host -n socks` on a free port of 127.0.0.1 with `extra` options.
+fn socks(extra: &[&str]) -> (Running, u16) {
+    let mut args = vec!["--pidfile", "", "-n", "socks", "-p", "0"];
+    args.extend(extra);
+    let host = Running::start(&args);
+    let port = host.port();
+    (host, port)
+}
+
+const LOOPBACK: [&str; 2] = ["--allow", "127.0.0.0/8"];
+
+#[test]
+fn twistd_options_and_defaults() {
+    let help = run_host(&["socks", "--help"]);
+    assert_eq!(help.code(), Some(0), "{}", help.stderr);
+    for expected in [
+        "-i, --interface <INTERFACE>",
+        "[default: 127.0.0.1]",
+        "-p, --port <PORT>",
+        "[default: 1080]",
+        "-l, --log <LOG>",
+        "--allow <ALLOW>",
+        "--deny <DENY>",
+        "--password-file <PASSWORD-FILE>",
+        "--handshake-timeout <DURATION>",
+    ] {
+        assert!(
+            help.stdout.contains(expected),
+            "{expected}:\n{}",
+            help.stdout
+        );
+    }
+}
+
+#[test]
+fn curl_through_socks4_4a_5_and_5h_with_a_connection_log() {
+    let site = TempDir::new("socks-web");
+    std::fs::write(site.join("hello.txt"), "hello through socks\n").unwrap();
+    let web = WebServer::start(site.path());
+    let log = site.join("connections.log");
+    let (mut host, port) = socks(&["--allow", "127.0.0.0/8", "-l", log.to_str().unwrap()]);
+    for scheme in ["socks4", "socks4a", "socks5", "socks5h"] {
+        let proxy = format!("{scheme}://127.0.0.1:{port}");
+        let url = format!("http://localhost:{}/hello.txt", web.port);
+        let out = curl(&["--proxy", &proxy, &url]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "hello through socks\n",
+            "{scheme}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    host.wait_for_line("socks4a 127.0.0.1:");
+    host.stop();
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    // curl resolves the name itself for socks4 and socks5, and leaves it to the proxy for
+    // socks4a and socks5h.
+    let destination = |name: &str| format!("{name}:{}", web.port);
+    for (line, (version, target)) in lines.iter().zip([
+        ("socks4", destination("127.0.0.1")),
+        ("socks4a", destination("localhost")),
+        ("socks5", destination("127.0.0.1")),
+        ("socks5", destination("localhost")),
+    ]) {
+        let fields: Vec<&str> = line.split('\t').collect();
+        assert_eq!(fields.len(), 10, "{line}");
+        assert_eq!(fields[2], version, "{line}");
+        assert_eq!(fields[4], target, "{line}");
+        assert_eq!(fields[5], destination("127.0.0.1"), "{line}");
+        assert_eq!(fields[6], "closed", "{line}");
+        assert!(fields[8].parse::<u64>().unwrap() > 20, "{line}");
+    }
+}
+
+#[test]
+fn malformed_and_truncated_handshakes_get_their_error_reply_and_a_close() {
+    let origin = Origin::start();
+    let (mut host, port) = socks(&["--allow", "127.0.0.0/8", "--handshake-timeout", "1s"]);
+    python(
+        port,
+        origin.port,
+        r#"
+V4_REJECTED = b'\x00\x5b' + b'\x00' * 6
+def v5_failed(code):
+    return b'\x05' + bytes([code]) + b'\x00\x01' + b'\x00' * 6
+NO_METHOD = b'\x05\xff'
+
+# (what the client sends, whether it then shuts down its side, the whole answer expected)
+cases = [
+    # SOCKS4: BIND, truncated, an endless user id, an empty SOCKS4a name, silence mid-request
+    (b'\x04\x02\x00\x50\x7f\x00\x00\x01\x00', False, V4_REJECTED),
+    (b'\x04\x01\x00', True, V4_REJECTED),
+    (b'\x04\x01\x00\x50\x7f\x00\x00\x01' + b'u' * 300, False, V4_REJECTED),
+    (b'\x04\x01\x00\x50\x00\x00\x00\x01me\x00\x00', False, V4_REJECTED),
+    (b'\x04\x01\x00\x50\x7f\x00', False, V4_REJECTED),
+    # SOCKS5 greeting: no methods, only username/password (not configured), truncated, silence
+    (b'\x05\x00', False, NO_METHOD),
+    (b'\x05\x01\x02', False, NO_METHOD),
+    (b'\x05\x03\x00', True, NO_METHOD),
+    (b'\x05\x02\x00', False, NO_METHOD),
+    # SOCKS5 requests: BIND, UDP ASSOCIATE, an unknown command, an unknown address type,
+    # a wrong version, an empty name, a name that is not one, truncated, silence
+    (b'\x05\x01\x00' b'\x05\x02\x00\x01\x7f\x00\x00\x01\x00\x50', False, b'\x05\x00' + v5_failed(7)),
+    (b'\x05\x01\x00' b'\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00', False, b'\x05\x00' + v5_failed(7)),
+    (b'\x05\x01\x00' b'\x05\x09\x00\x01\x7f\x00\x00\x01\x00\x50', False, b'\x05\x00' + v5_failed(7)),
+    (b'\x05\x01\x00' b'\x05\x01\x00\x07\x7f\x00\x00\x01\x00\x50', False, b'\x05\x00' + v5_failed(8)),
+    (b'\x05\x01\x00' b'\x04\x01\x00\x01\x7f\x00\x00\x01\x00\x50', False, b'\x05\x00' + v5_failed(1)),
+    (b'\x05\x01\x00' b'\x05\x01\x00\x03\x00\x00\x50', False, b'\x05\x00' + v5_failed(1)),
+    (b'\x05\x01\x00' b'\x05\x01\x00\x03\x03a\x00b\x00\x50', False, b'\x05\x00' + v5_failed(4)),
+    (b'\x05\x01\x00' b'\x05\x01\x00\x01\x7f\x00', True, b'\x05\x00' + v5_failed(1)),
+    (b'\x05\x01\x00' b'\x05\x01\x00\x03\x09local', False, b'\x05\x00' + v5_failed(1)),
+    # Not SOCKS at all, and nothing at all: closed without a reply
+    (b'GET / HTTP/1.1\r\nHost: x\r\n\r\n', False, b''),
+    (b'', False, b''),
+]
+for sent, half_close, expected in cases:
+    s = connect()
+    started = time.time()
+    s.sendall(sent)
+    if half_close:
+        s.shutdown(socket.SHUT_WR)
+    answer = recv_all(s)
+    took = time.time() - started
+    assert answer == expected, (sent, answer, expected)
+    assert took < 3, (sent, took)
+
+# After all that, the proxy still serves.
+s = connect()
+assert socks5(s, ORIGIN)[:2] == b'\x05\x00'
+assert count_through(s, b'z' * 10) == b'10\n'
+"#,
+    );
+    host.stop();
+}
+
+#[test]
+fn usernames_and_passwords_from_the_password_file() {
+    let dir = TempDir::new("socks-passwords");
+    let hash = bcrypt::hash("wonderland", 4).unwrap();
+    let passwords = dir.join("passwd");
+    std::fs::write(&passwords, format!("# users\nalice:{hash}\n")).unwrap();
+    let origin = Origin::start();
+    let (mut host, port) = socks(&[
+        "--allow",
+        "127.0.0.0/8",
+        "--password-file",
+        passwords.to_str().unwrap(),
+    ]);
+    let site = TempDir::new("socks-web-auth");
+    std::fs::write(site.join("a.txt"), "authenticated\n").unwrap();
+    let web = WebServer::start(site.path());
+    let url = format!("http://127.0.0.1:{}/a.txt", web.port);
+    let good = curl(&[
+        "--proxy",
+        &format!("socks5h://alice:wonderland@127.0.0.1:{port}"),
+        &url,
+    ]);
+    assert_eq!(String::from_utf8_lossy(&good.stdout), "authenticated\n");
+    host.wait_for_line("socks5 127.0.0.1:");
+    assert!(
+        host.stdout().contains(" as 'alice' to 127.0.0.1:"),
+        "{}",
+        host.stdout()
+    );
+    let bad = curl(&[
+        "--proxy",
+        &format!("socks5h://alice:rabbit@127.0.0.1:{port}"),
+        &url,
+    ]);
+    assert!(!bad.status.success() && bad.stdout.is_empty());
+    python(
+        port,
+        origin.port,
+        r#"
+# No method but no-authentication offered, SOCKS4 (which cannot carry a password), a wrong
+# password, an unknown user: refused.
+s = connect(); s.sendall(b'\x05\x01\x00'); assert recv_all(s) == b'\x05\xff'
+s = connect(); assert socks4(s, ORIGIN) == b'\x00\x5b' + b'\x00' * 6; assert recv_all(s) == b''
+s = connect(); assert socks5(s, ORIGIN, auth=(b'alice', b'rabbit')) == b'\x01\x01'; assert recv_all(s) == b''
+s = connect(); assert socks5(s, ORIGIN, auth=(b'mallory', b'x')) == b'\x01\x01'
+s = connect(); assert socks5(s, ORIGIN, auth=(b'alice', b'wonderland'))[:2] == b'\x05\x00'
+assert count_through(s, b'q' * 5) == b'5\n'
+# Ten more failures within a minute and the address is refused, even with the right password.
+results = []
+def guess():
+    results.append(socks5(connect(), ORIGIN, auth=(b'alice', b'guess')))
+threads = [threading.Thread(target=guess) for _ in range(10)]
+for t in threads: t.start()
+for t in threads: t.join(30)
+assert results == [b'\x01\x01'] * 10, results
+started = time.time()
+assert socks5(connect(), ORIGIN, auth=(b'alice', b'wonderland')) == b'\x01\x01'
+assert time.time() - started < 0.9
+"#,
+    );
+    host.wait_for_line("failed logins from 127.0.0.1");
+    host.stop();
+}
+
+#[test]
+fn destinations_are_checked_after_resolving_with_the_right_reply() {
+    let origin = Origin::start();
+    let closed = host_e2e::free_port();
+    let script = r#"
+NOT_ALLOWED_4 = b'\x00\x5b' + b'\x00' * 6
+def v5(code):
+    return b'\x05' + bytes([code]) + b'\x00\x01' + b'\x00' * 6
+# Loopback is denied by default, however it is written.
+assert socks4(connect(), ORIGIN) == NOT_ALLOWED_4
+assert socks4(connect(), ORIGIN, name=b'localhost') == NOT_ALLOWED_4
+assert socks5(connect(), ORIGIN) == v5(2)
+assert socks5(connect(), ORIGIN, host=b'localhost') == v5(2)
+assert socks5(connect(), ORIGIN, host=b'127.0.0.1') == v5(2)
+assert socks5(connect(), ORIGIN, host=b'2130706433') == v5(2)
+assert socks5(connect(), ORIGIN, host='::ffff:127.0.0.1') == v5(2)
+assert socks5(connect(), ORIGIN, host='::1') == v5(2)
+assert socks5(connect(), ORIGIN, host='0.0.0.0') == v5(2)
+assert socks5(connect(), ORIGIN, host='169.254.169.254') == v5(2)
+assert socks5(connect(), ORIGIN, host='10.0.0.1') == v5(2)
+assert socks5(connect(), ORIGIN, host=b'no-such-host.invalid') == v5(4)
+"#;
+    let (mut host, port) = socks(&[]);
+    python(port, origin.port, script);
+    host.wait_for_line("127.0.0.1 is not allowed by the rules");
+    host.stop();
+
+    // Allowed, but nobody listens; allowed, then one address denied again.
+    let (mut host, port) = socks(&["--allow", "127.0.0.0/8", "--deny", "127.0.0.1"]);
+    python(
+        port,
+        origin.port,
+        "assert socks5(connect(), ORIGIN)[:2] == b'\\x05\\x02'",
+    );
+    host.stop();
+    let (mut host, port) = socks(&LOOPBACK);
+    python(
+        port,
+        origin.port,
+        &format!(
+            "assert socks5(connect(), {closed})[:2] == b'\\x05\\x05'\nassert socks4(connect(), {closed}) == b'\\x00\\x5b' + b'\\x00' * 6"
+        ),
+    );
+    host.wait_for_line("Connection refused");
+    host.stop();
+
+    let silent = Unanswering::new();
+    let (mut host, port) = socks(&["--allow", "127.0.0.0/8", "--connect-timeout", "500ms"]);
+    let started = Instant::now();
+    python(
+        port,
+        silent.port,
+        "assert socks5(connect(), ORIGIN)[:2] == b'\\x05\\x04'",
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    host.stop();
+}
+
+#[test]
+fn half_close_early_data_and_a_hundred_concurrent_clients() {
+    let origin = Origin::start();
+    let (mut host, port) = socks(&LOOPBACK);
+    python(
+        port,
+        origin.port,
+        r#"
+s = connect()
+assert socks5(s, ORIGIN)[:2] == b'\x05\x00'
+assert count_through(s, b'x' * 100000) == b'100000\n'
+s = connect()
+assert socks4(s, ORIGIN)[:2] == b'\x00\x5a'
+s.sendall(b'HALF\n')
+assert recv_all(s) == b'bye\n'
+s.sendall(b'y' * 50000)
+s.close()
+# A client that sends its request and data without waiting for the replies.
+s = connect()
+s.sendall(b'\x05\x01\x00' + b'\x05\x01\x00\x01' + socket.inet_aton('127.0.0.1') + struct.pack('>H', ORIGIN) + b'COUNT\nabc')
+s.shutdown(socket.SHUT_WR)
+answer = recv_all(s)
+assert answer[:6] == b'\x05\x00' + b'\x05\x00\x00\x01', answer
+assert answer[6:10] == socket.inet_aton('127.0.0.1') and answer[12:] == b'3\n', answer
+results = []
+def client(i):
+    s = connect()
+    reply = socks4(s, ORIGIN) if i % 3 == 0 else socks4(s, ORIGIN, name=b'localhost') if i % 3 == 1 else socks5(s, ORIGIN, host=b'localhost')
+    results.append(reply[1] in (0, 0x5a) and count_through(s, b'k' * (100 * i)) == b'%d\n' % (100 * i))
+threads = [threading.Thread(target=client, args=(i,)) for i in range(100)]
+for t in threads: t.start()
+for t in threads: t.join(30)
+assert len(results) == 100 and all(results), results
+"#,
+    );
+    let until = Instant::now() + PATIENCE;
+    while origin.received() != 50000 {
+        assert!(
+            Instant::now() < until,
+            "the origin got {} bytes",
+            origin.received()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    host.stop();
+}
+
+#[test]
+fn a_gibibyte_arrives_whole() {
+    let origin = Origin::start();
+    let (mut host, port) = socks(&LOOPBACK);
+    python(
+        port,
+        origin.port,
+        r#"
+n = 1 << 30
+s = connect()
+s.settimeout(60)
+assert socks5(s, ORIGIN, host=b'localhost')[:2] == b'\x05\x00'
+s.sendall(b'SEND %d\n' % n)
+digest, total = sha256_of_stream(s)
+assert total == n, total
+assert digest == expected_sha256(n), digest
+"#,
+    );
+    host.wait_for_line("1073741824 bytes down");
+    host.stop();
+}
+
+#[test]
+fn memory_stays_flat_behind_a_slow_reader() {
+    let origin = Origin::start();
+    let (mut host, port) = socks(&LOOPBACK);
+    let before = rss_kib(host.pid());
+    python(
+        port,
+        origin.port,
+        r#"
+s = connect()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+assert socks5(s, ORIGIN)[:2] == b'\x05\x00'
+s.sendall(b'SEND 1000000000\n')
+for _ in range(6):
+    assert len(s.recv(1000)) > 0
+    time.sleep(1)
+s.close()
+"#,
+    );
+    let after = rss_kib(host.pid());
+    assert!(
+        origin.sent() < 48 << 20,
+        "the origin sent {} bytes",
+        origin.sent()
+    );
+    assert!(
+        after < before + 8 * 1024,
+        "RSS grew from {before} to {after} KiB"
+    );
+    host.stop();
+}
+
+#[test]
+fn bad_configuration_is_one_line_and_exit_1() {
+    let dir = TempDir::new("socks-config");
+    let fifo = dir.join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::write(dir.join("plain"), "bob:secret\n").unwrap();
+    let plain = dir.join("plain");
+    for (args, expected) in [
+        (
+            vec!["--allow", "everything"],
+            "--allow: 'everything' is not a network",
+        ),
+        (
+            vec!["--deny", "10.0.0.0/40"],
+            "--deny: '10.0.0.0/40' is not a network",
+        ),
+        (
+            vec!["--password-file", "/nonexistent/passwd"],
+            "cannot read the password file /nonexistent/passwd",
+        ),
+        (
+            vec!["--password-file", fifo.to_str().unwrap()],
+            "not a regular file",
+        ),
+        (
+            vec!["--password-file", plain.to_str().unwrap()],
+            "line 1: the password of 'bob' is not a bcrypt or argon2 hash",
+        ),
+        (
+            vec!["-l", dir.path().to_str().unwrap()],
+            "cannot open the connection log",
+        ),
+    ] {
+        let mut all = vec!["--pidfile", "", "-n", "socks", "-p", "0"];
+        all.extend(&args);
+        let out = run_host(&all);
+        assert_eq!(out.code(), Some(1), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.trim_end().lines().count(), 1, "{}", out.stderr);
+    }
+}
+
+#[test]
+fn a_reset_on_one_side_resets_the_other() {
+    let (mut host, port) = socks(&LOOPBACK);
+    python(
+        port,
+        0,
+        r#"
+server = socket.socket(); server.bind(('127.0.0.1', 0)); server.listen(4)
+here = server.getsockname()[1]
+def reset(s):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    s.close()
+def pair():
+    client = connect()
+    assert socks5(client, here)[:2] == b'\x05\x00'
+    far, _ = server.accept()
+    far.settimeout(20)
+    client.sendall(b'ping'); assert recv_exact(far, 4) == b'ping'
+    return client, far
+for resetting in ('client', 'server'):
+    client, far = pair()
+    victim = far if resetting == 'client' else client
+    reset(client if resetting == 'client' else far)
+    try:
+        got = victim.recv(10)
+        raise AssertionError('%s reset, the other side read %r instead of a reset' % (resetting, got))
+    except ConnectionResetError:
+        pass
+"#,
+    );
+    host.stop();
+}
+
+#[test]
+fn one_address_can_be_limited() {
+    let (mut host, port) = socks(&["--max-connections-per-ip", "2"]);
+    python(
+        port,
+        0,
+        r#"
+held = [connect(), connect()]
+time.sleep(0.3)
+# Closed at once, not after the 5-second handshake deadline a silent client would get.
+started = time.time()
+assert recv_all(connect()) == b''
+assert time.time() - started < 2, time.time() - started
+held[0].close()
+time.sleep(0.3)
+s = connect()
+s.sendall(b'\x05\x01\x00')
+assert recv_exact(s, 2) == b'\x05\x00'
+"#,
+    );
+    host.stop();
+}
