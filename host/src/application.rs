@@ -43,6 +43,10 @@ pub struct Settings {
     pub chroot: Option<PathBuf>,
     pub identity: Option<Identity>,
     pub log: LogSink,
+    /// A second SIGINT/SIGTERM while stopping exits at once. Not in a worker: `kill` on every
+    /// host process, or systemd's default KillMode, sends one to each worker beside the one
+    /// its master forwards; the master alone decides when the drain is over.
+    pub second_signal_exits: bool,
 }
 
 impl Settings {
@@ -244,7 +248,7 @@ fn run_on(
     let stopping = runtime.block_on(async {
         tokio::select! {
             stopped = tokio::time::timeout(patience, stop_everything(&mut hangups, &running, settings.shutdown_timeout)) => Ok(stopped),
-            signal = signals.shutdown() => Err(signal),
+            signal = signals.shutdown(), if settings.second_signal_exits => Err(signal),
         }
     });
     match stopping {

@@ -98,6 +98,7 @@ pub fn launch(
                 chroot: process.chroot.clone(),
                 identity,
                 log: log.clone(),
+                second_signal_exits: !matches!(role, Role::Worker(_)),
             };
             let started = || {
                 if let Some(status) = &mut status {

@@ -4,6 +4,7 @@
 //! Every wait is bounded: a test that goes wrong fails with what the host printed, never hangs.
 
 pub mod proxying;
+pub mod scrape;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;

@@ -34,7 +34,7 @@ const REPORT_PATIENCE: Duration = Duration::from_secs(1);
 pub enum Event {
     /// Worker `id` has started every service.
     Ready { id: u32 },
-    /// Worker `id` has exited; `how` says how, `last_words` is the last line it printed on
+    /// Worker `id` has exited; `how` says how, `last_words` is the first error it printed on
     /// stderr (its reason, when it could not start).
     Exited {
         id: u32,
@@ -272,8 +272,8 @@ enum Stream {
     Stderr,
 }
 
-/// Writes the lines of one of a worker's outputs into the master's log; returns the last line,
-/// for stderr.
+/// Writes the lines of one of a worker's outputs into the master's log; returns the first
+/// error among them (the one that says why, when a worker could not start).
 async fn relay(
     output: Option<impl AsyncRead + Unpin>,
     log: LogSink,
@@ -283,7 +283,7 @@ async fn relay(
     let mut output = output?;
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
-    let mut last = None;
+    let mut first = None;
     loop {
         let read = match output.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
@@ -292,25 +292,25 @@ async fn relay(
         pending.extend_from_slice(&chunk[..read]);
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
-            last = write_line(&log, id, stream, &line).or(last);
+            first = first.or(write_line(&log, id, stream, &line));
         }
         if pending.len() > MAX_LINE {
             pending.truncate(MAX_LINE);
             pending.push(b'\n');
-            last = write_line(&log, id, stream, &pending).or(last);
+            first = first.or(write_line(&log, id, stream, &pending));
             pending.clear();
         }
     }
     if !pending.is_empty() {
         pending.push(b'\n');
-        last = write_line(&log, id, stream, &pending).or(last);
+        first = first.or(write_line(&log, id, stream, &pending));
     }
-    last
+    first
 }
 
-/// Logs one line of worker `id`'s; returns it as text, except for its log's own lines.
+/// Logs one line of worker `id`'s; returns it if it is an error.
 fn write_line(log: &LogSink, id: u32, stream: Stream, line: &[u8]) -> Option<String> {
-    let text = || String::from_utf8_lossy(line).trim_end().to_string();
+    let text = String::from_utf8_lossy(line).trim_end().to_string();
     match stream {
         Stream::Log => {
             let (level, line) = match line.split_first() {
@@ -330,16 +330,22 @@ fn write_line(log: &LogSink, id: u32, stream: Stream, line: &[u8]) -> Option<Str
             None
         }
         Stream::Stdout => {
-            let text = text();
             tracing::info!("worker {id} printed: {text}");
-            Some(text)
+            None
         }
-        Stream::Stderr => {
-            let text = text();
-            if !text.is_empty() {
-                error!("worker {id}: {text}");
+        // What host itself prints before its log is open: `host: warning: …` for a library
+        // discovery skipped, `host: …` for the error it exits with.
+        Stream::Stderr => match text.strip_prefix("host: warning: ") {
+            Some(warning) => {
+                tracing::warn!("worker {id}: {warning}");
+                None
             }
-            Some(text)
-        }
+            None if text.is_empty() => None,
+            None => {
+                let text = text.strip_prefix("host: ").unwrap_or(&text).to_string();
+                error!("worker {id}: {text}");
+                Some(text)
+            }
+        },
     }
 }

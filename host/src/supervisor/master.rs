@@ -46,6 +46,9 @@ struct Master {
     workers: BTreeMap<u32, Worker>,
     /// The generation that serves.
     generation: u32,
+    /// The last generation started; a failed upgrade's number is not used again, so that
+    /// its workers' last events can never be taken for a later generation's.
+    newest: u32,
     upgrade: Option<Upgrade>,
     next_id: u32,
     /// Crashes in a row of workers that did not last [`QUICK_CRASH`].
@@ -89,6 +92,7 @@ pub fn run(
             events,
             workers: BTreeMap::new(),
             generation: 1,
+            newest: 1,
             upgrade: None,
             next_id: 1,
             crashes: 0,
@@ -356,7 +360,8 @@ impl Master {
             );
             return;
         }
-        let generation = self.generation + 1;
+        self.newest += 1;
+        let generation = self.newest;
         info!(
             "Received {reason}: starting generation {generation} ({} workers).",
             self.wanted

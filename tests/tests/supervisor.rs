@@ -1,0 +1,648 @@
+//! Supervisor mode (`--workers N`): a master that holds the sockets and workers that run the
+//! plugins. A client hammers a fastpoetry service through upgrades (with the library and the
+//! executable replaced on disk), a SIGKILLed worker and a changed application file, and counts
+//! every refused connection and every short poem; a plugin that segfaults takes only its worker;
+//! a new generation that cannot start leaves the old one serving; and the master's pid file,
+//! daemon mode, `--uid`, log and admin endpoint cover every worker.
+
+use host_e2e::scrape::{get, parse_metrics, wait_for_status};
+use host_e2e::{
+    fetch, fixture_dir, free_port, host_bin, is_root, poem, run_host, send_signal, workspace_root,
+    write_big_poem, Running, TempDir, BIG_POEM_BYTES, PATIENCE,
+};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The hammering clients: each connects, reads to EOF and checks the length, with a short pause
+/// between connections, so a few threads make hundreds of connections a second.
+const CLIENTS: usize = 4;
+
+/// The longest a hammer runs, whatever the test does.
+const HAMMER_LIMIT: Duration = Duration::from_secs(120);
+
+/// What the hammering clients saw.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Whole poems, by which of the expected lengths they had.
+    whole: Vec<u64>,
+    /// Connections refused (or failing to connect at all).
+    refused: u64,
+    /// Connections that ended before a whole poem, or with a length not expected.
+    short: u64,
+}
+
+struct Hammer {
+    stop: Arc<AtomicBool>,
+    whole: Arc<AtomicU64>,
+    threads: Vec<JoinHandle<Tally>>,
+}
+
+impl Hammer {
+    /// Starts [`CLIENTS`] clients of 127.0.0.1:`port`, each poem having one of `lengths`.
+    fn start(port: u16, lengths: &[usize]) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let whole = Arc::new(AtomicU64::new(0));
+        let threads = (0..CLIENTS)
+            .map(|_| {
+                let (stop, whole, lengths) = (stop.clone(), whole.clone(), lengths.to_vec());
+                std::thread::spawn(move || {
+                    let mut tally = Tally {
+                        whole: vec![0; lengths.len()],
+                        ..Tally::default()
+                    };
+                    let began = Instant::now();
+                    while !stop.load(Ordering::Relaxed) && began.elapsed() < HAMMER_LIMIT {
+                        match fetch_poem(port) {
+                            Err(_) => tally.refused += 1,
+                            Ok(len) => match lengths.iter().position(|l| *l == len) {
+                                Some(which) => {
+                                    tally.whole[which] += 1;
+                                    whole.fetch_add(1, Ordering::Relaxed);
+                                }
+                                None => tally.short += 1,
+                            },
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    tally
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            whole,
+            threads,
+        }
+    }
+
+    /// Waits until the clients have had `more` whole poems beyond what they had so far.
+    fn wait_for(&self, more: u64) {
+        let target = self.whole.load(Ordering::Relaxed) + more;
+        let until = Instant::now() + PATIENCE;
+        while self.whole.load(Ordering::Relaxed) < target {
+            assert!(
+                Instant::now() < until,
+                "the clients got no further than {} whole poems",
+                self.whole.load(Ordering::Relaxed)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn finish(self) -> Tally {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = Tally::default();
+        for thread in self.threads {
+            let tally = thread.join().expect("a client thread");
+            total.whole.resize(tally.whole.len(), 0);
+            for (sum, n) in total.whole.iter_mut().zip(&tally.whole) {
+                *sum += n;
+            }
+            total.refused += tally.refused;
+            total.short += tally.short;
+        }
+        total
+    }
+}
+
+/// One connection: how many bytes came before EOF; an error if it could not connect.
+fn fetch_poem(port: u16) -> std::io::Result<usize> {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut received = Vec::new();
+    // A reset or a timeout mid-poem counts as short, like an early EOF.
+    let _ = stream.read_to_end(&mut received);
+    Ok(received.len())
+}
+
+fn poem_len(path: &Path) -> usize {
+    std::fs::metadata(path).unwrap().len() as usize
+}
+
+/// `(worker id, pid)` from the master's "Started worker N (pid P, generation G)." lines.
+fn started_workers(host: &Running) -> Vec<(u32, i32)> {
+    host.stdout()
+        .lines()
+        .filter_map(|line| {
+            let rest = line.split("Started worker ").nth(1)?;
+            let (id, rest) = rest.split_once(" (pid ")?;
+            let (pid, _) = rest.split_once(',')?;
+            Some((id.parse().ok()?, pid.parse().ok()?))
+        })
+        .collect()
+}
+
+fn pid_of_worker(host: &Running, id: u32) -> i32 {
+    host.wait_for_line(&format!("Started worker {id} (pid"));
+    started_workers(host)
+        .into_iter()
+        .find(|(worker, _)| *worker == id)
+        .map(|(_, pid)| pid)
+        .unwrap()
+}
+
+/// The inodes of the files named `path` that process `pid` has mapped.
+fn mapped_inodes(pid: i32, path: &Path) -> Vec<u64> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let path = path.to_str().unwrap();
+    let mut inodes: Vec<u64> = maps
+        .lines()
+        .filter(|line| line.ends_with(path))
+        .map(|line| line.split_whitespace().nth(4).unwrap().parse().unwrap())
+        .collect();
+    inodes.dedup();
+    inodes
+}
+
+/// Installs `from` at `to` as package managers do: a copy beside it, renamed over it, so a
+/// process that has the old file mapped keeps it.
+fn install(from: &Path, to: &Path) {
+    let beside = to.with_extension("installing");
+    std::fs::copy(from, &beside).unwrap();
+    std::fs::rename(&beside, to).unwrap();
+}
+
+/// fastpoetry built a second time, into a target directory of its own: a different build
+/// of the same plugin (other paths inside, so other bytes), as a new release would be.
+fn other_fastpoetry_build() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let target = workspace_root().join("target/other-build");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", "fastpoetry", "--target-dir"])
+                .arg(&target)
+                .current_dir(workspace_root())
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building fastpoetry again failed");
+            target.join("debug/libfastpoetry.so")
+        })
+        .clone()
+}
+
+/// A directory holding a copy of `host` and of the fastpoetry library beside it, so that what
+/// a new generation finds "beside the executable" is up to the test.
+fn installation(dir: &TempDir) -> (PathBuf, PathBuf) {
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let (host, library) = (bin.join("host"), bin.join("libfastpoetry.so"));
+    std::fs::copy(host_bin(), &host).unwrap();
+    std::fs::copy(
+        host_bin().parent().unwrap().join("libfastpoetry.so"),
+        &library,
+    )
+    .unwrap();
+    (host, library)
+}
+
+fn start(host: &Path, args: &[&str]) -> Running {
+    let mut command = Command::new(host);
+    command.args(args);
+    host_e2e::prepare(&mut command);
+    Running::spawn(&mut command)
+}
+
+#[test]
+fn an_upgrade_to_a_new_build_refuses_no_connection_and_maps_the_new_library() {
+    let dir = TempDir::new("supervisor-upgrade");
+    let (host, library) = installation(&dir);
+    let next = other_fastpoetry_build();
+    assert_ne!(
+        std::fs::read(&next).unwrap(),
+        std::fs::read(&library).unwrap(),
+        "the second build must be a different file"
+    );
+    let poem = poem("ecstasy.txt");
+    let mut server = start(
+        &host,
+        &[
+            "--pidfile",
+            "",
+            "-n",
+            "--workers",
+            "2",
+            "fastpoetry",
+            "--port",
+            "0",
+            "--iface",
+            "127.0.0.1",
+            "--poem",
+            poem.to_str().unwrap(),
+        ],
+    );
+    let port = server.port();
+    server.wait_for_line("All 2 workers are ready.");
+    let hammer = Hammer::start(port, &[poem_len(&poem)]);
+    hammer.wait_for(100);
+
+    // A new release: the plugin rebuilt, and host itself installed again.
+    install(&next, &library);
+    install(&host_bin(), &host);
+    server.signal(libc::SIGUSR2);
+    server.wait_for_line("Generation 2 is ready and serving (SIGUSR2)");
+    server.wait_for_line("Worker 1 (generation 1) has stopped.");
+    server.wait_for_line("Worker 2 (generation 1) has stopped.");
+    hammer.wait_for(100);
+    let tally = hammer.finish();
+    println!("{tally:?}");
+    assert_eq!((tally.refused, tally.short), (0, 0), "{tally:?}");
+
+    let (library_inode, host_inode) = (
+        std::fs::metadata(&library).unwrap().ino(),
+        std::fs::metadata(&host).unwrap().ino(),
+    );
+    for id in [3, 4] {
+        let pid = pid_of_worker(&server, id);
+        assert_eq!(
+            mapped_inodes(pid, &library),
+            [library_inode],
+            "worker {id} maps the new library, and only it"
+        );
+        let exe = std::fs::metadata(format!("/proc/{pid}/exe")).unwrap();
+        assert_eq!(exe.ino(), host_inode, "worker {id} runs the new executable");
+    }
+    server.stop();
+}
+
+#[test]
+fn a_killed_worker_is_replaced_and_only_its_connections_fail() {
+    let poem = poem("ecstasy.txt");
+    let mut server = host_e2e::serve_poem(&["--pidfile", "", "--workers", "2"], &poem);
+    let port = server.port();
+    server.wait_for_line("All 2 workers are ready.");
+    let hammer = Hammer::start(port, &[poem_len(&poem)]);
+    hammer.wait_for(100);
+    send_signal(pid_of_worker(&server, 1), libc::SIGKILL).unwrap();
+    server.wait_for_line("was killed by signal 9 (SIGKILL); starting another.");
+    server.wait_for_line("Worker 3 is ready.");
+    hammer.wait_for(100);
+    let tally = hammer.finish();
+    println!("{tally:?}");
+    // The master holds the socket: nothing is refused. Only the poems the killed worker was
+    // sending can be cut, at most one per client.
+    assert_eq!(tally.refused, 0, "{tally:?}");
+    assert!(tally.short <= CLIENTS as u64, "{tally:?}");
+    server.stop();
+}
+
+#[test]
+fn a_plugin_that_segfaults_takes_only_its_worker() {
+    let fixtures = fixture_dir();
+    let mut server = Running::start(&[
+        "--pidfile",
+        "",
+        "-n",
+        "--workers",
+        "2",
+        "--plugin-dir",
+        fixtures.to_str().unwrap(),
+        "faulty",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--crash-on",
+        "segfault",
+    ]);
+    let port = server.port();
+    server.wait_for_line("All 2 workers are ready.");
+    let greet = |word: &str| -> Vec<u8> {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.write_all(format!("{word}\n").as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        answer
+    };
+    assert_eq!(greet("hello"), b"faulty\n");
+    greet("segfault");
+    let line = server.wait_for_line("(SIGSEGV)");
+    assert!(line.contains("starting another"), "{line}");
+    // The other worker serves meanwhile, and the master starts a third.
+    for _ in 0..20 {
+        assert_eq!(greet("hello"), b"faulty\n");
+    }
+    server.wait_for_line("Worker 3 is ready.");
+    assert_eq!(greet("hello"), b"faulty\n");
+    server.stop();
+}
+
+#[test]
+fn a_new_generation_that_cannot_start_leaves_the_old_one_serving() {
+    let dir = TempDir::new("supervisor-failed-upgrade");
+    let (host, library) = installation(&dir);
+    let good = std::fs::read(&library).unwrap();
+    let poem = poem("ecstasy.txt");
+    let mut server = start(
+        &host,
+        &[
+            "--pidfile",
+            "",
+            "-n",
+            "--workers",
+            "2",
+            "fastpoetry",
+            "--port",
+            "0",
+            "--iface",
+            "127.0.0.1",
+            "--poem",
+            poem.to_str().unwrap(),
+        ],
+    );
+    let port = server.port();
+    server.wait_for_line("All 2 workers are ready.");
+    let hammer = Hammer::start(port, &[poem_len(&poem)]);
+    hammer.wait_for(50);
+
+    // A botched install: a library cut short after its first page.
+    let cut = dir.join("cut.so");
+    std::fs::write(&cut, &good[..4096]).unwrap();
+    install(&cut, &library);
+    server.signal(libc::SIGUSR2);
+    let failed = server.wait_for_line("the upgrade (SIGUSR2) failed");
+    assert!(failed.contains("no plugin named 'fastpoetry'"), "{failed}");
+    assert!(failed.contains("generation 1 goes on serving"), "{failed}");
+    hammer.wait_for(50);
+
+    // Put right, the next upgrade goes through.
+    let whole = dir.join("whole.so");
+    std::fs::write(&whole, &good).unwrap();
+    install(&whole, &library);
+    server.signal(libc::SIGUSR2);
+    server.wait_for_line("Generation 3 is ready and serving (SIGUSR2)");
+    hammer.wait_for(50);
+    let tally = hammer.finish();
+    println!("{tally:?}");
+    assert_eq!((tally.refused, tally.short), (0, 0), "{tally:?}");
+    server.stop();
+}
+
+#[test]
+fn sighup_restarts_a_changed_service_with_no_gap_and_keeps_it_on_failure() {
+    let dir = TempDir::new("supervisor-sighup");
+    let port = free_port();
+    let (first, second) = (poem("ecstasy.txt"), poem("science.txt"));
+    let file = dir.join("app.toml");
+    let declare = |poem: &Path, extra: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "[host]\nworkers = 2\n\n[[service]]\nname = \"verse\"\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\", poem = {:?} }}\n{extra}",
+                poem.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+    };
+    declare(&first, "");
+    let mut server = Running::start(&["--pidfile", "", "-n", "-y", file.to_str().unwrap()]);
+    server.wait_for_line("All 2 workers are ready.");
+    let hammer = Hammer::start(port, &[poem_len(&first), poem_len(&second)]);
+    hammer.wait_for(50);
+
+    // A second service on a port that is taken: the new generation cannot start.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    declare(
+        &second,
+        &format!("\n[[service]]\nname = \"more\"\nplugin = \"fastpoetry\"\noptions = {{ port = {taken_port}, iface = \"127.0.0.1\" }}\n"),
+    );
+    server.signal(libc::SIGHUP);
+    let failed = server.wait_for_line("the upgrade (SIGHUP) failed");
+    assert!(failed.contains("generation 1 goes on serving"), "{failed}");
+    hammer.wait_for(50);
+    assert_eq!(fetch(port).len(), poem_len(&first), "still the first poem");
+
+    declare(&second, "");
+    server.signal(libc::SIGHUP);
+    server.wait_for_line("is ready and serving (SIGHUP)");
+    server.wait_for_line("Worker 2 (generation 1) has stopped.");
+    server.wait_for_line("Worker 1 (generation 1) has stopped.");
+    hammer.wait_for(50);
+    let tally = hammer.finish();
+    println!("{tally:?}");
+    assert_eq!((tally.refused, tally.short), (0, 0), "{tally:?}");
+    assert!(tally.whole[1] > 0, "the new poem was served: {tally:?}");
+    assert_eq!(
+        fetch(port).len(),
+        poem_len(&second),
+        "only the new poem now"
+    );
+    server.stop();
+}
+
+#[test]
+fn sigterm_to_every_process_lets_a_slow_transfer_finish_then_exits_0() {
+    let dir = TempDir::new("supervisor-drain");
+    let big = write_big_poem(dir.path());
+    let mut server = host_e2e::serve_poem(
+        &[
+            "--pidfile",
+            "",
+            "--workers",
+            "2",
+            "--shutdown-timeout",
+            "60",
+        ],
+        &big,
+    );
+    let port = server.port();
+    server.wait_for_line("All 2 workers are ready.");
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    client.read_exact(&mut first).unwrap();
+    // SIGTERM to every process of the host at once, as systemd's default KillMode does: the
+    // workers hear it from it and again from the master, and still drain.
+    server.signal(libc::SIGTERM);
+    for (_, worker) in started_workers(&server) {
+        send_signal(worker, libc::SIGTERM).unwrap();
+    }
+    server.wait_for_line("Received SIGTERM, shutting down: the workers drain");
+    // The client takes its time; the worker waits for it.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert_eq!(first.len() + rest.len(), BIG_POEM_BYTES);
+    let status = server.wait();
+    assert_eq!(status.code(), Some(0), "{}", server.stdout());
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn logs_health_and_metrics_cover_every_worker() {
+    let admin = free_port();
+    let admin_endpoint = format!("tcp:{admin}:interface=127.0.0.1");
+    let poem = poem("ecstasy.txt");
+    let mut server = host_e2e::serve_poem(
+        &[
+            "--pidfile",
+            "",
+            "--workers",
+            "2",
+            "--admin",
+            &admin_endpoint,
+        ],
+        &poem,
+    );
+    let port = server.port();
+    assert_eq!(wait_for_status(admin, "/readyz", 200), "ready\n");
+    assert_eq!(get(admin, "/healthz"), (200, "ok\n".to_string()));
+    let connections = 400;
+    let per_thread = connections / 8;
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..per_thread {
+                    assert!(fetch_poem(port).is_ok());
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+
+    let (status, text) = get(admin, "/metrics");
+    assert_eq!(status, 200);
+    let samples = parse_metrics(&text);
+    let accepted: Vec<&String> = samples
+        .iter()
+        .filter(|s| s.starts_with("host_connections_accepted_total{"))
+        .collect();
+    let total: f64 = accepted
+        .iter()
+        .map(|s| s.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(total, connections as f64, "{accepted:?}");
+    for worker in ["worker=\"1\"", "worker=\"2\""] {
+        assert!(
+            samples
+                .iter()
+                .any(|s| s.starts_with("process_resident_memory_bytes{") && s.contains(worker)),
+            "each worker's process is reported: {worker}"
+        );
+    }
+    assert!(
+        accepted.iter().all(|s| s.contains("worker=\"")),
+        "{accepted:?}"
+    );
+
+    // Every line whole: a timestamp, a [system] tag naming its worker or none, a message.
+    server.stop();
+    let out = server.stdout();
+    let mut sent = 0;
+    for line in out.lines() {
+        let (stamp, rest) = line.split_once(' ').unwrap();
+        assert_eq!(stamp.len(), 24, "torn line: {line:?}");
+        assert!(rest.starts_with('['), "torn line: {line:?}");
+        let (system, message) = rest[1..].split_once("] ").expect("a whole tag");
+        assert!(!message.is_empty(), "{line:?}");
+        if message.starts_with("sending ") {
+            sent += 1;
+            assert!(
+                system.ends_with(" w1") || system.ends_with(" w2"),
+                "which worker: {line:?}"
+            );
+        }
+    }
+    assert_eq!(sent, connections, "one line per connection");
+}
+
+#[test]
+fn a_daemon_with_workers_names_its_master_and_drops_their_privileges() {
+    if !is_root() {
+        println!("skipped: --uid needs root");
+        return;
+    }
+    let dir = TempDir::new("supervisor-daemon");
+    // The run directory must be reachable by the user the workers become.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let port = free_port();
+    let (pid_file, log) = (dir.join("host.pid"), dir.join("host.log"));
+    let poem = poem("ecstasy.txt");
+    let started = run_host(&[
+        "--workers",
+        "2",
+        "--uid",
+        "nobody",
+        "--pidfile",
+        pid_file.to_str().unwrap(),
+        "--logfile",
+        log.to_str().unwrap(),
+        "fastpoetry",
+        "--port",
+        &port.to_string(),
+        "--iface",
+        "127.0.0.1",
+        "--poem",
+        poem.to_str().unwrap(),
+    ]);
+    assert_eq!(started.code(), Some(0), "{started:?}");
+    let master: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(fetch(port).len(), poem_len(&poem));
+    let uid_of = |pid: i32| -> u32 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let workers: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after = stat.rsplit_once(')')?.1.to_string();
+                    after.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(master)
+        })
+        .collect();
+    assert_eq!(workers.len(), 2, "two workers under the master {master}");
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    assert_eq!(
+        uid_of(master),
+        0,
+        "the master keeps root to bind for new workers"
+    );
+    for worker in &workers {
+        assert_eq!(uid_of(*worker), nobody, "worker {worker} runs as nobody");
+    }
+    send_signal(master, libc::SIGTERM).unwrap();
+    let until = Instant::now() + PATIENCE;
+    // Gone, or a zombie where PID 1 does not reap.
+    while std::fs::read_to_string(format!("/proc/{master}/stat"))
+        .is_ok_and(|stat| !stat.rsplit_once(')').unwrap().1.starts_with(" Z"))
+    {
+        assert!(Instant::now() < until, "the master did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!pid_file.exists(), "the pid file is removed");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("[- w1] Log opened."), "{text}");
+    assert!(text.contains("[- w2] Log opened."), "{text}");
+    assert!(text.contains("w1] Server Shut Down."), "{text}");
+    assert!(text.contains("w2] Server Shut Down."), "{text}");
+    assert!(text.contains("[-] Server Shut Down."), "{text}");
+}
