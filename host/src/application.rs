@@ -13,11 +13,11 @@ use crate::instances::{lock, Ended, Instance, Maker, Running, State};
 use crate::logging::LogSink;
 use crate::process::privileges::{self, Identity};
 use crate::process::systemd;
+use crate::signals::{Received, Signals};
 use crate::supervisor::worker::WorkerRole;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -178,6 +178,9 @@ fn run_on(
                 Event::Signal(Received::Shutdown(signal)) => break Ending::Signal(signal),
                 Event::Signal(Received::Hangup) => hangups.request(),
                 Event::Signal(Received::Reopen) => settings.log.request_reopen(),
+                Event::Signal(Received::Upgrade) => {
+                    info!("Received SIGUSR2: upgrading in place needs --workers; ignored.")
+                }
                 Event::HangupProgress => {}
                 Event::Tick => {
                     health.beat();
@@ -504,46 +507,4 @@ fn capitalized(text: &str) -> String {
         .next()
         .map(|first| first.to_uppercase().chain(chars).collect())
         .unwrap_or_default()
-}
-
-/// The signals the main loop answers.
-struct Signals {
-    interrupt: Signal,
-    terminate: Signal,
-    hangup: Signal,
-    reopen: Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Self> {
-        Ok(Self {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-            hangup: signal(SignalKind::hangup())?,
-            reopen: signal(SignalKind::user_defined1())?,
-        })
-    }
-
-    /// The next SIGINT or SIGTERM, the signals that ask for a clean shutdown.
-    async fn shutdown(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.terminate.recv() => "SIGTERM",
-        }
-    }
-
-    async fn next(&mut self) -> Received {
-        tokio::select! {
-            _ = self.interrupt.recv() => Received::Shutdown("SIGINT"),
-            _ = self.terminate.recv() => Received::Shutdown("SIGTERM"),
-            _ = self.hangup.recv() => Received::Hangup,
-            _ = self.reopen.recv() => Received::Reopen,
-        }
-    }
-}
-
-enum Received {
-    Shutdown(&'static str),
-    Hangup,
-    Reopen,
 }

@@ -17,6 +17,7 @@ mod plugin_options;
 mod plugins_report;
 mod process;
 mod resource_limits;
+mod signals;
 mod supervisor;
 mod usage;
 

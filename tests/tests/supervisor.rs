@@ -646,3 +646,29 @@ fn a_daemon_with_workers_names_its_master_and_drops_their_privileges() {
     assert!(text.contains("w2] Server Shut Down."), "{text}");
     assert!(text.contains("[-] Server Shut Down."), "{text}");
 }
+
+#[test]
+fn the_master_adopts_systemds_socket_for_its_workers() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut server = Running::spawn(&mut host_e2e::socket_activated(
+        &listener,
+        &[
+            "--pidfile",
+            "",
+            "-n",
+            "--workers",
+            "2",
+            "fastpoetry",
+            "--listen",
+            "systemd:domain=INET:index=0",
+        ],
+    ));
+    drop(listener);
+    server.wait_for_line("All 2 workers are ready.");
+    server.wait_for_line("Listening on systemd:domain=INET:index=0 for the workers");
+    for _ in 0..10 {
+        assert_eq!(fetch(port).len(), 3003);
+    }
+    server.stop();
+}

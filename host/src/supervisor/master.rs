@@ -8,12 +8,12 @@ use crate::admin::{Admin, Health, Sources};
 use crate::app::Declared;
 use crate::application::Settings;
 use crate::process::systemd;
+use crate::signals::{Received, Signals};
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{error, info, warn};
 
@@ -495,43 +495,5 @@ fn because(last_words: &Option<String>) -> String {
     match last_words.as_deref() {
         Some(words) if !words.is_empty() => format!(": {words}"),
         _ => String::new(),
-    }
-}
-
-/// The signals the master answers.
-struct Signals {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-    hangup: tokio::signal::unix::Signal,
-    reopen: tokio::signal::unix::Signal,
-    upgrade: tokio::signal::unix::Signal,
-}
-
-enum Received {
-    Shutdown(&'static str),
-    Hangup,
-    Reopen,
-    Upgrade,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Self> {
-        Ok(Self {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-            hangup: signal(SignalKind::hangup())?,
-            reopen: signal(SignalKind::user_defined1())?,
-            upgrade: signal(SignalKind::user_defined2())?,
-        })
-    }
-
-    async fn next(&mut self) -> Received {
-        tokio::select! {
-            _ = self.interrupt.recv() => Received::Shutdown("SIGINT"),
-            _ = self.terminate.recv() => Received::Shutdown("SIGTERM"),
-            _ = self.hangup.recv() => Received::Hangup,
-            _ = self.reopen.recv() => Received::Reopen,
-            _ = self.upgrade.recv() => Received::Upgrade,
-        }
     }
 }
