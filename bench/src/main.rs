@@ -16,6 +16,7 @@ mod scratch;
 mod servers;
 mod vsftpd;
 mod web;
+mod workers;
 mod wrk;
 
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ const USAGE: &str =
        bench ftp [--seconds S] [--rounds N] [--host PATH]
        bench web [--seconds S] [--rounds N] [--host PATH]
        bench proxy [--seconds S] [--rounds N] [--host PATH]
+       bench workers [--seconds S] [--rounds N] [--max-poems N] [--host PATH]
 
 fastpoetry: host's fastpoetry plugin against a minimal tokio server.
 listing: `host --plugin-dir DIR` listing 1 and 100 plugins, with and without DIR's
@@ -41,12 +43,14 @@ for a 1 KiB file over 50 keep-alive connections, and MB/s for a 100 MB file.
 proxy: host's portforward (with splice and with --no-splice) and socks plugins against socat
 (/usr/bin/socat; installed with `apt-get install -y socat` if missing) and a direct connection: MB/s of one 1 GiB
 stream, and short connections per second by 16 clients.
+workers: fastpoetry in one process, with --workers 1 and with --workers 2, and the minimal
+tokio server: poems/s at 1, 10 and 100 concurrent clients, and the memory of all processes.
 
   --seconds S     length of each measurement; ftp retrieves 200 MB at most 3 times in it
                   [default: 2]
   --rounds N      repetitions of each measurement, at most 1000; listing runs its cold
                   listings in one round out of three
-                  [default: fastpoetry 3, listing 30, ftp 5, proxy 5]
+                  [default: fastpoetry 3, listing 30, ftp 5, proxy 5, workers 5]
   --max-poems N   cap on the poems one measurement asks for [default: 100000]
   --admin S       fastpoetry: run host with --admin and scrape its /metrics every S
                   seconds while measuring [default: no admin endpoint]
@@ -90,6 +94,10 @@ fn main() -> ExitCode {
         Some("proxy") => {
             let accepted = ["--seconds", "--rounds", "--host"];
             parse_options(&args[2..], &accepted, 5).and_then(|o| proxy::run(&o))
+        }
+        Some("workers") => {
+            let accepted = ["--seconds", "--rounds", "--max-poems", "--host"];
+            parse_options(&args[2..], &accepted, 5).and_then(|o| workers::run(&o))
         }
         Some("-h" | "--help") => {
             println!("{USAGE}");

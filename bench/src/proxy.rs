@@ -6,7 +6,7 @@
 //! The origin server and the clients run in this process: a client sends the number of bytes
 //! it wants (8 bytes, big-endian), the origin sends that many and closes.
 
-use crate::report::{format_value, median};
+use crate::report::{format_value, ratio, spread};
 use crate::scratch::Scratch;
 use crate::servers::{self, Server};
 use crate::Options;
@@ -228,28 +228,12 @@ fn socat() -> Result<std::path::PathBuf, String> {
     )
 }
 
-fn spread(samples: &[f64]) -> String {
-    let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = samples.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!(
-        "{} ({}–{})",
-        format_value(median(samples)),
-        format_value(min),
-        format_value(max)
-    )
-}
-
 /// A cost's median and range; "–" where it was not measured (no proxy process).
 fn cost(samples: &[f64]) -> String {
     match samples.is_empty() {
         true => "–".into(),
         false => spread(samples),
     }
-}
-
-fn ratio(samples: &[f64], baseline: &[f64]) -> String {
-    let ratios: Vec<f64> = samples.iter().zip(baseline).map(|(s, b)| s / b).collect();
-    format!("{:.2}", median(&ratios))
 }
 
 /// The origin: reads how many bytes a client wants, sends them, closes.

@@ -21,7 +21,7 @@ impl Row {
     /// The per-round ratios, server under test to baseline.
     fn ratios(&self) -> Vec<f64> {
         let [host, baseline] = &self.samples;
-        host.iter().zip(baseline).map(|(h, b)| h / b).collect()
+        paired_ratios(host, baseline)
     }
 
     /// The median of the per-round ratios.
@@ -88,7 +88,7 @@ pub fn print_spread(columns: [&str; 2], rows: &[Row]) {
     };
     for row in rows {
         let [host, baseline] = &row.samples;
-        let ratios: Vec<f64> = host.iter().zip(baseline).map(|(h, b)| h / b).collect();
+        let ratios = paired_ratios(host, baseline);
         println!(
             "| {} | {} | {} | {} |",
             row.label,
@@ -97,6 +97,36 @@ pub fn print_spread(columns: [&str; 2], rows: &[Row]) {
             range(&ratios, format_ratio),
         );
     }
+}
+
+/// A series' median and range: `1203 (823–1367)`.
+pub fn spread(samples: &[f64]) -> String {
+    format!(
+        "{} ({}–{})",
+        format_value(median(samples)),
+        format_value(quantile(samples, 0.0)),
+        format_value(quantile(samples, 1.0))
+    )
+}
+
+/// The median of the per-round ratios of `samples` to `baseline` (paired by round).
+pub fn ratio(samples: &[f64], baseline: &[f64]) -> String {
+    format!("{:.2}", median(&paired_ratios(samples, baseline)))
+}
+
+/// The median of the per-round ratios and their range: `0.93 (0.80–1.05)`.
+pub fn ratio_spread(samples: &[f64], baseline: &[f64]) -> String {
+    let ratios = paired_ratios(samples, baseline);
+    format!(
+        "{} ({}–{})",
+        format_ratio(median(&ratios)),
+        format_ratio(quantile(&ratios, 0.0)),
+        format_ratio(quantile(&ratios, 1.0))
+    )
+}
+
+fn paired_ratios(samples: &[f64], baseline: &[f64]) -> Vec<f64> {
+    samples.iter().zip(baseline).map(|(s, b)| s / b).collect()
 }
 
 /// One command's wall times, in ms.

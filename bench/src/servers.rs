@@ -157,50 +157,41 @@ impl Server {
 
     /// The resident set size, in MB (10^6 bytes, like the throughput figures).
     pub fn rss_mb(&self) -> Result<f64, String> {
-        let path = format!("/proc/{}/status", self.pid);
-        let status =
-            std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().strip_suffix("kB")?.trim().parse::<f64>().ok())
-            .map(|kib| kib * 1024.0 / 1e6)
-            .ok_or_else(|| format!("no VmRSS in {path}"))
+        rss_mb(self.pid)
+    }
+
+    /// The resident set size of the server and its running children (host's workers,
+    /// nginx's), in MB.
+    pub fn tree_rss_mb(&self) -> Result<f64, String> {
+        let children: f64 = processes()?
+            .filter(|(_, stat)| parent(stat) == Some(self.pid))
+            .filter_map(|(pid, _)| rss_mb(pid).ok())
+            .sum();
+        Ok(self.rss_mb()? + children)
     }
 
     /// The CPU time (user and system) the server has used so far, in seconds, with what its
     /// child processes used: those running (nginx's workers) and those it has reaped. A cost
     /// that, unlike throughput, hardly moves when other work shares the machine.
     pub fn cpu_seconds(&self) -> Result<f64, String> {
-        // The fields after the command name, which may hold spaces, closed by ')': the parent's
-        // pid, then utime, stime, cutime and cstime as the 12th to 15th.
-        let ticks = |stat: &str| -> Option<(u32, u64, u64)> {
+        // After the command name, which may hold spaces, closed by ')': utime, stime, cutime
+        // and cstime are the 12th to 15th fields.
+        let ticks = |stat: &str| -> Option<(u64, u64)> {
             let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
             let field = |n: usize| fields.get(n)?.parse::<u64>().ok();
-            let parent = fields.get(1)?.parse().ok()?;
-            Some((parent, field(11)? + field(12)?, field(13)? + field(14)?))
+            Some((field(11)? + field(12)?, field(13)? + field(14)?))
         };
         let own = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
             .ok()
             .and_then(|stat| ticks(&stat))
             .ok_or_else(|| format!("cannot read the CPU time of {}", self.name))?;
-        let entries = std::fs::read_dir("/proc").map_err(|e| format!("cannot read /proc: {e}"))?;
-        let children: u64 = entries
-            .flatten()
-            .filter(|entry| {
-                entry
-                    .file_name()
-                    .to_string_lossy()
-                    .bytes()
-                    .all(|b| b.is_ascii_digit())
-            })
-            .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
-            .filter_map(|stat| ticks(&stat))
-            .filter(|(parent, ..)| *parent == self.pid)
-            .map(|(_, used, _)| used)
+        let children: u64 = processes()?
+            .filter(|(_, stat)| parent(stat) == Some(self.pid))
+            .filter_map(|(_, stat)| ticks(&stat))
+            .map(|(used, _)| used)
             .sum();
         let per_second = rustix::param::clock_ticks_per_second().max(1) as f64;
-        Ok((own.1 + own.2 + children) as f64 / per_second)
+        Ok((own.0 + own.1 + children) as f64 / per_second)
     }
 
     /// Stops the server and checks that it exits, and exits cleanly.
@@ -263,6 +254,40 @@ impl Drop for Server {
             let _ = signal_and_wait(child, self.kind.stop_signal().0);
         }
     }
+}
+
+/// Every process now, with its `/proc/PID/stat` line.
+fn processes() -> Result<impl Iterator<Item = (u32, String)>, String> {
+    let entries = std::fs::read_dir("/proc").map_err(|e| format!("cannot read /proc: {e}"))?;
+    Ok(entries.flatten().filter_map(|entry| {
+        let pid = entry.file_name().to_str()?.parse().ok()?;
+        Some((
+            pid,
+            std::fs::read_to_string(entry.path().join("stat")).ok()?,
+        ))
+    }))
+}
+
+/// The parent's pid in a `/proc/PID/stat` line: the second field after the command name.
+fn parent(stat: &str) -> Option<u32> {
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Process `pid`'s resident set size, in MB.
+fn rss_mb(pid: u32) -> Result<f64, String> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().strip_suffix("kB")?.trim().parse::<f64>().ok())
+        .map(|kib| kib * 1024.0 / 1e6)
+        .ok_or_else(|| format!("no VmRSS in {path}"))
 }
 
 /// `signal`, then SIGKILL if the process outlives [`PATIENCE`]; `None` if it had to be killed.

@@ -141,9 +141,9 @@ fn run(args: Vec<OsString>, worker: Option<WorkerRole>) -> Result<(), Exit> {
             std::mem::forget(discovery);
             return Ok(());
         };
-        let service = command_line_service(&discovery, tapname, args)?;
-        let role = role(worker, &options);
-        return launch::launch(vec![service], None, &options, &exe, role);
+        let services = vec![command_line_service(&discovery, tapname, args)?];
+        let role = role(worker, &options, &services)?;
+        return launch::launch(services, None, &options, &exe, role);
     };
     if options.help {
         print!("{}", usage::render(&discovery));
@@ -183,18 +183,44 @@ fn run(args: Vec<OsString>, worker: Option<WorkerRole>) -> Result<(), Exit> {
         finder,
         command_line,
     };
-    let role = role(worker, &options);
+    let role = role(worker, &options, &services)?;
     launch::launch(services, Some(declared), &options, &exe, role)
 }
 
 /// What this process is to its services: a worker of a master, a master (`--workers`), or,
 /// as `host` always was, the one process that runs them.
-fn role(worker: Option<WorkerRole>, options: &cli::GlobalOptions) -> Role {
-    match (worker, options.process.workers) {
+fn role(
+    worker: Option<WorkerRole>,
+    options: &cli::GlobalOptions,
+    services: &[app::ServiceSpec],
+) -> Result<Role, Exit> {
+    Ok(match (worker, options.process.workers) {
         (Some(worker), _) => Role::Worker(worker),
-        (None, Some(workers)) => Role::Master { workers },
+        (None, Some(workers)) => {
+            // Before 1.2, a plugin's kit binds its sockets itself: its second worker, or its
+            // next generation, would find the port taken.
+            if let Some(old) = services
+                .iter()
+                .find(|s| !takes_sockets_from_the_host(&s.record.interface_version))
+            {
+                return Err(Exit::usage(format!(
+                    "--workers needs plugins built against plugin-api 1.2 or later, which take their sockets from the master; {} ({}) was built against {}",
+                    old.name,
+                    old.path.display(),
+                    old.record.interface_version
+                )));
+            }
+            Role::Master { workers }
+        }
         (None, None) => Role::Single,
-    }
+    })
+}
+
+/// Whether a plugin built against plugin-api `version` asks the host for its listening
+/// sockets (`listen-socket/1`, new in 1.2).
+fn takes_sockets_from_the_host(version: &str) -> bool {
+    let mut numbers = version.split('.').map(|n| n.parse::<u32>().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (1, 2)
 }
 
 /// How plugins are found: the search path and the prober, kept so that SIGHUP can look again.

@@ -384,6 +384,43 @@ pub fn fetch(port: u16) -> Vec<u8> {
     poem
 }
 
+/// Runs `program` with python3, then `print('ok')`: it must print "ok" last, so a script that
+/// stops early fails the test with what it printed. Killed if it runs past 3 × [`PATIENCE`].
+pub fn python(program: &str) -> String {
+    let program = format!("{program}\nprint('ok')");
+    let mut child = Command::new("python3")
+        .args(["-c", &program])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let until = Instant::now() + PATIENCE * 3;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("the python client hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "python failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `curl ARGS`, silent but for errors, and bounded: at most 60 s.
+pub fn curl(args: &[&str]) -> std::process::Output {
+    Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "60"])
+        .args(args)
+        .output()
+        .expect("curl runs")
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The origin's stream: this block, over and over. Python's `BLOCK` in [`PRELUDE`] is the same.
 pub fn block() -> Vec<u8> {
@@ -280,29 +280,9 @@ def sha256_of_stream(s):
 /// Runs a Python client with [`PRELUDE`], `PROXY` and `ORIGIN` set; it must print "ok" last.
 /// Returns what it printed.
 pub fn python(proxy: u16, origin: u16, script: &str) -> String {
-    let program = format!("PROXY = {proxy}\nORIGIN = {origin}\n{PRELUDE}\n{script}\nprint('ok')");
-    let mut child = Command::new("python3")
-        .args(["-c", &program])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    let until = Instant::now() + PATIENCE * 3;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > until {
-            let _ = child.kill();
-            panic!("the python client hung");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "python failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    crate::python(&format!(
+        "PROXY = {proxy}\nORIGIN = {origin}\n{PRELUDE}\n{script}"
+    ))
 }
 
 /// The resident set size of process `pid`, in KiB.
@@ -314,13 +294,4 @@ pub fn rss_kib(pid: i32) -> u64 {
         .and_then(|v| v.trim().strip_suffix("kB"))
         .and_then(|v| v.trim().parse().ok())
         .expect("VmRSS in /proc/PID/status")
-}
-
-/// `curl` with a bound on its time.
-pub fn curl(args: &[&str]) -> std::process::Output {
-    Command::new("curl")
-        .args(["--silent", "--show-error", "--max-time", "20"])
-        .args(args)
-        .output()
-        .expect("curl runs")
 }

@@ -85,3 +85,27 @@ pub fn sample(samples: &[String], prefix: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {prefix} in:\n{}", samples.join("\n")));
     line.rsplit(' ').next().unwrap().parse().unwrap()
 }
+
+/// Scrapes `/metrics` on 127.0.0.1:`port` until the sample starting with `prefix` has `value`,
+/// and returns that scrape's samples; fails with the last scrape after [`PATIENCE`].
+pub fn wait_for_sample(port: u16, prefix: &str, value: f64) -> Vec<String> {
+    let until = Instant::now() + PATIENCE;
+    loop {
+        let (status, text) = get(port, "/metrics");
+        assert_eq!(status, 200, "{text}");
+        let samples = parse_metrics(&text);
+        let found = samples
+            .iter()
+            .find(|s| s.starts_with(prefix))
+            .and_then(|s| s.rsplit(' ').next()?.parse::<f64>().ok());
+        if found == Some(value) {
+            return samples;
+        }
+        assert!(
+            Instant::now() < until,
+            "{prefix} never reached {value} (last {found:?}):\n{}",
+            samples.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,10 +1,11 @@
 //! The ftp plugin with real clients: Python's ftplib and curl, against a real `host` serving a
 //! temporary directory on 127.0.0.1.
 
-use host_e2e::{run, self_signed, Running, TempDir, PATIENCE};
+use host_e2e::scrape::{sample, wait_for_sample};
+use host_e2e::{curl, free_port, run, self_signed, Running, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A served tree: `a.txt`, `sub/b.txt`, a 50 MB file, symlinks that lead outside, a user home.
 struct Site {
@@ -42,9 +43,15 @@ impl Site {
 
     /// `host -n ftp` over this site with `extra` options, on a free port.
     fn serve(&self, extra: &[&str]) -> (Running, u16) {
+        self.serve_with(&[], extra)
+    }
+
+    /// The same, with `global` options for host.
+    fn serve_with(&self, global: &[&str], extra: &[&str]) -> (Running, u16) {
         let root = self.root();
         let passwd = self.dir.join("passwd");
-        let mut args = vec![
+        let mut args = global.to_vec();
+        args.extend([
             "--pidfile",
             "",
             "-n",
@@ -57,7 +64,7 @@ impl Site {
             passwd.to_str().unwrap(),
             "--passive-ports",
             "40000-44999",
-        ];
+        ]);
         args.extend(extra);
         let host = Running::start(&args);
         let port = host.port();
@@ -67,33 +74,9 @@ impl Site {
 
 /// Runs a Python script with ftplib against `port`; it must print "ok" last.
 fn python(port: u16, script: &str) -> String {
-    let mut child = Command::new("python3")
-        .args(["-c", &format!("import ftplib, io, hashlib, socket, ssl, sys, time, threading\nPORT = {port}\n{script}\nprint('ok')")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    let until = Instant::now() + PATIENCE * 3;
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < until, "the python client hung");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "python failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn curl(args: &[&str]) -> std::process::Output {
-    let mut command = Command::new("curl");
-    command
-        .args(["--silent", "--show-error", "--max-time", "30"])
-        .args(args);
-    command.output().expect("curl runs")
+    host_e2e::python(&format!(
+        "import ftplib, io, hashlib, socket, ssl, sys, time, threading\nPORT = {port}\n{script}"
+    ))
 }
 
 fn sha256(path: &Path) -> String {
@@ -228,7 +211,9 @@ f.quit()
 #[test]
 fn a_user_from_the_password_file_reads_and_writes_inside_the_root() {
     let site = Site::new("ftp-user");
-    let (mut host, port) = site.serve(&[]);
+    let admin = free_port();
+    let admin_endpoint = format!("tcp:{admin}:interface=127.0.0.1");
+    let (mut host, port) = site.serve_with(&["--admin", &admin_endpoint], &[]);
     python(
         port,
         r#"
@@ -261,13 +246,42 @@ g.quit()
     );
     host.wait_for_line("[ftp] alice uploaded /up.txt (9 bytes in ");
     host.wait_for_line("[ftp] alice logged out from 127.0.0.1");
+    // The plugin's own metrics: two logins; STOR, APPE, STOR and bob's STOR up (9 + 9 + 1 + 3
+    // bytes), one RETR down (18 bytes).
+    let samples = wait_for_sample(
+        admin,
+        "ftp_logins_total{outcome=\"accepted\",service=\"ftp\"}",
+        2.0,
+    );
+    for (prefix, value) in [
+        (
+            "ftp_transfers_total{direction=\"upload\",outcome=\"completed\",service=\"ftp\"}",
+            4.0,
+        ),
+        (
+            "ftp_transfers_total{direction=\"download\",outcome=\"completed\",service=\"ftp\"}",
+            1.0,
+        ),
+        (
+            "ftp_transferred_bytes_total{direction=\"upload\",service=\"ftp\"}",
+            22.0,
+        ),
+        (
+            "ftp_transferred_bytes_total{direction=\"download\",service=\"ftp\"}",
+            18.0,
+        ),
+    ] {
+        assert_eq!(sample(&samples, prefix), value, "{prefix}");
+    }
     host.stop();
 }
 
 #[test]
 fn wrong_passwords_get_530_after_a_delay_and_a_guesser_is_banned() {
     let site = Site::new("ftp-guess");
-    let (mut host, port) = site.serve(&[]);
+    let admin = free_port();
+    let admin_endpoint = format!("tcp:{admin}:interface=127.0.0.1");
+    let (mut host, port) = site.serve_with(&["--admin", &admin_endpoint], &[]);
     python(
         port,
         r#"
@@ -299,6 +313,11 @@ except ftplib.error_temp as e:
 "#,
     );
     host.wait_for_line("failed logins from 127.0.0.1 within 60s; refusing it for 300s");
+    wait_for_sample(
+        admin,
+        "ftp_logins_total{outcome=\"failed\",service=\"ftp\"}",
+        10.0,
+    );
     host.stop();
 }
 
@@ -790,9 +809,10 @@ fn a_data_connection_from_another_address_is_refused_and_the_owner_is_not_distur
 f = ftplib.FTP(); f.connect('127.0.0.1', PORT, timeout=20); f.login()
 for attempt in range(2):
     port = int(f.sendcmd('EPSV').split('|')[3])
-    thief = socket.create_connection(('127.0.0.1', port), timeout=5, source_address=('127.0.0.2', 0))
     started = time.time()
     try:
+        # The reset can come before connect() returns.
+        thief = socket.create_connection(('127.0.0.1', port), timeout=5, source_address=('127.0.0.2', 0))
         assert thief.recv(100) == b'', 'the thief got data'
     except ConnectionResetError:
         pass

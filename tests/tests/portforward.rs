@@ -1,8 +1,8 @@
 //! The portforward plugin with real clients: curl through it to a real web server, and Python
 //! clients for half-close, concurrency, a 1 GiB stream and a slow reader.
 
-use host_e2e::proxying::{curl, python, rss_kib, Origin, Unanswering, WebServer};
-use host_e2e::{run_host, Running, TempDir, PATIENCE};
+use host_e2e::proxying::{python, rss_kib, Origin, Unanswering, WebServer};
+use host_e2e::{curl, run_host, Running, TempDir, PATIENCE};
 use std::time::{Duration, Instant};
 
 /// `host -n portforward` on a free port of 127.0.0.1, forwarding with `forward` options.

@@ -2,13 +2,20 @@
 //! and Python clients for malformed and truncated handshakes, logins, rules, half-close,
 //! concurrency, a 1 GiB stream and a slow reader.
 
-use host_e2e::proxying::{curl, python, rss_kib, Origin, Unanswering, WebServer};
-use host_e2e::{run_host, Running, TempDir, PATIENCE};
+use host_e2e::proxying::{python, rss_kib, Origin, Unanswering, WebServer};
+use host_e2e::scrape::{sample, wait_for_sample};
+use host_e2e::{curl, free_port, run_host, Running, TempDir, PATIENCE};
 use std::time::{Duration, Instant};
 
 /// `host -n socks` on a free port of 127.0.0.1 with `extra` options.
 fn socks(extra: &[&str]) -> (Running, u16) {
-    let mut args = vec!["--pidfile", "", "-n", "socks", "-p", "0"];
+    socks_with(&[], extra)
+}
+
+/// The same, with `global` options for host.
+fn socks_with(global: &[&str], extra: &[&str]) -> (Running, u16) {
+    let mut args = global.to_vec();
+    args.extend(["--pidfile", "", "-n", "socks", "-p", "0"]);
     args.extend(extra);
     let host = Running::start(&args);
     let port = host.port();
@@ -46,7 +53,12 @@ fn curl_through_socks4_4a_5_and_5h_with_a_connection_log() {
     std::fs::write(site.join("hello.txt"), "hello through socks\n").unwrap();
     let web = WebServer::start(site.path());
     let log = site.join("connections.log");
-    let (mut host, port) = socks(&["--allow", "127.0.0.0/8", "-l", log.to_str().unwrap()]);
+    let admin = free_port();
+    let admin_endpoint = format!("tcp:{admin}:interface=127.0.0.1");
+    let (mut host, port) = socks_with(
+        &["--admin", &admin_endpoint],
+        &["--allow", "127.0.0.0/8", "-l", log.to_str().unwrap()],
+    );
     for scheme in ["socks4", "socks4a", "socks5", "socks5h"] {
         let proxy = format!("{scheme}://127.0.0.1:{port}");
         let url = format!("http://localhost:{}/hello.txt", web.port);
@@ -59,6 +71,16 @@ fn curl_through_socks4_4a_5_and_5h_with_a_connection_log() {
         );
     }
     host.wait_for_line("socks4a 127.0.0.1:");
+    // The plugin's own metrics: four relayed, and the bytes the -l file counts.
+    let samples = wait_for_sample(
+        admin,
+        "socks_connections_total{outcome=\"relayed\",service=\"socks\"}",
+        4.0,
+    );
+    let down = sample(
+        &samples,
+        "socks_relayed_bytes_total{direction=\"down\",service=\"socks\"}",
+    );
     host.stop();
     let lines: Vec<String> = std::fs::read_to_string(&log)
         .unwrap()
@@ -83,6 +105,11 @@ fn curl_through_socks4_4a_5_and_5h_with_a_connection_log() {
         assert_eq!(fields[6], "closed", "{line}");
         assert!(fields[8].parse::<u64>().unwrap() > 20, "{line}");
     }
+    let logged: u64 = lines
+        .iter()
+        .map(|line| line.split('\t').nth(8).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(down, logged as f64);
 }
 
 #[test]

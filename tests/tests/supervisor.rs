@@ -205,9 +205,12 @@ fn installation(dir: &TempDir) -> (PathBuf, PathBuf) {
     (host, library)
 }
 
-fn start(host: &Path, args: &[&str]) -> Running {
+/// The installed `host` running fastpoetry with two workers, serving `poem` on a free port.
+fn serve_installed(host: &Path, poem: &Path) -> Running {
     let mut command = Command::new(host);
-    command.args(args);
+    command.args(["--pidfile", "", "-n", "--workers", "2", "fastpoetry"]);
+    command.args(["--port", "0", "--iface", "127.0.0.1", "--poem"]);
+    command.arg(poem);
     host_e2e::prepare(&mut command);
     Running::spawn(&mut command)
 }
@@ -223,23 +226,7 @@ fn an_upgrade_to_a_new_build_refuses_no_connection_and_maps_the_new_library() {
         "the second build must be a different file"
     );
     let poem = poem("ecstasy.txt");
-    let mut server = start(
-        &host,
-        &[
-            "--pidfile",
-            "",
-            "-n",
-            "--workers",
-            "2",
-            "fastpoetry",
-            "--port",
-            "0",
-            "--iface",
-            "127.0.0.1",
-            "--poem",
-            poem.to_str().unwrap(),
-        ],
-    );
+    let mut server = serve_installed(&host, &poem);
     let port = server.port();
     server.wait_for_line("All 2 workers are ready.");
     let hammer = Hammer::start(port, &[poem_len(&poem)]);
@@ -341,23 +328,7 @@ fn a_new_generation_that_cannot_start_leaves_the_old_one_serving() {
     let (host, library) = installation(&dir);
     let good = std::fs::read(&library).unwrap();
     let poem = poem("ecstasy.txt");
-    let mut server = start(
-        &host,
-        &[
-            "--pidfile",
-            "",
-            "-n",
-            "--workers",
-            "2",
-            "fastpoetry",
-            "--port",
-            "0",
-            "--iface",
-            "127.0.0.1",
-            "--poem",
-            poem.to_str().unwrap(),
-        ],
-    );
+    let mut server = serve_installed(&host, &poem);
     let port = server.port();
     server.wait_for_line("All 2 workers are ready.");
     let hammer = Hammer::start(port, &[poem_len(&poem)]);
@@ -671,4 +642,28 @@ fn the_master_adopts_systemds_socket_for_its_workers() {
         assert_eq!(fetch(port).len(), 3003);
     }
     server.stop();
+}
+
+#[test]
+fn a_plugin_older_than_1_2_is_refused_with_workers() {
+    let fixtures = fixture_dir();
+    let out = run_host(&[
+        "--pidfile",
+        "",
+        "-n",
+        "--workers",
+        "2",
+        "--plugin-dir",
+        fixtures.to_str().unwrap(),
+        "oldminor",
+    ]);
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    // The fixtures' directory holds broken libraries too, whose warnings come first.
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("host: --workers needs plugins built against plugin-api 1.2 or later")
+            && last.ends_with("was built against 1.0.0"),
+        "{}",
+        out.stderr
+    );
 }

@@ -1,10 +1,11 @@
 //! The web plugin with real clients: curl and Python's http.client, ssl and socket, against a
 //! real `host` serving a temporary directory on 127.0.0.1.
 
-use host_e2e::{run, self_signed, Running, TempDir, PATIENCE};
+use host_e2e::scrape::{sample, wait_for_sample};
+use host_e2e::{curl, free_port, run, self_signed, Running, TempDir, PATIENCE};
 use std::os::unix::fs::symlink;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// What must never be served: it lives beside the root, not in it.
@@ -69,8 +70,14 @@ impl Site {
 
     /// `host -n web` over this site with `extra` options, on a free port of 127.0.0.1.
     fn serve(&self, extra: &[&str]) -> (Running, u16) {
+        self.serve_with(&[], extra)
+    }
+
+    /// The same, with `global` options for host.
+    fn serve_with(&self, global: &[&str], extra: &[&str]) -> (Running, u16) {
         let root = self.root();
-        let mut args = vec![
+        let mut args = global.to_vec();
+        args.extend([
             "--pidfile",
             "",
             "-n",
@@ -79,7 +86,7 @@ impl Site {
             "tcp:0:interface=127.0.0.1",
             "--path",
             root.to_str().unwrap(),
-        ];
+        ]);
         args.extend(extra);
         let host = Running::start(&args);
         let port = host.port();
@@ -114,39 +121,9 @@ def status_of(response):
     return int(response.split(b' ', 2)[1]) if response.startswith(b'HTTP/') else None
 "#;
 
-/// Runs a Python script against `port`; it must print "ok" last.
+/// Runs a Python script against `port`, with [`PYTHON_HELPERS`]; it must print "ok" last.
 fn python(port: u16, script: &str) -> String {
-    let program = format!("PORT = {port}\n{PYTHON_HELPERS}\n{script}\nprint('ok')");
-    let mut child = Command::new("python3")
-        .args(["-c", &program])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    let until = Instant::now() + PATIENCE * 3;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > until {
-            let _ = child.kill();
-            panic!("the python client hung");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "python failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn curl(args: &[&str]) -> Output {
-    Command::new("curl")
-        .args(["--silent", "--show-error", "--max-time", "60"])
-        .args(args)
-        .output()
-        .expect("curl runs")
+    host_e2e::python(&format!("PORT = {port}\n{PYTHON_HELPERS}\n{script}"))
 }
 
 /// curl's response headers (lower-case names) and body for `url`.
@@ -878,7 +855,12 @@ fn every_request_gets_one_combined_log_format_line() {
         .unwrap()
         .set_len(200_000_000)
         .unwrap();
-    let (mut host, port) = site.serve(&["--access-log", log.to_str().unwrap()]);
+    let admin = free_port();
+    let admin_endpoint = format!("tcp:{admin}:interface=127.0.0.1");
+    let (mut host, port) = site.serve_with(
+        &["--admin", &admin_endpoint],
+        &["--access-log", log.to_str().unwrap()],
+    );
     python(
         port,
         r#"
@@ -916,6 +898,19 @@ c.request('GET', '/sparse.bin'); r = c.getresponse(); r.read(1000); c.close()
             "{line}\ndoes not match\n{pattern}"
         );
     }
+    // The plugin's own metric, by status class: four 2xx (200, 200, 206, 200), one 404.
+    let samples = wait_for_sample(
+        admin,
+        "web_requests_total{service=\"web\",status=\"2xx\"}",
+        4.0,
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "web_requests_total{service=\"web\",status=\"4xx\"}"
+        ),
+        1.0
+    );
     let partial: u64 = lines[4].split(' ').nth(9).unwrap().parse().unwrap();
     assert!(
         partial < 200_000_000,

@@ -20,6 +20,7 @@ mod accounts;
 mod command;
 mod control;
 mod listing;
+mod metrics;
 mod names;
 mod passive;
 mod session;
@@ -29,6 +30,7 @@ mod vpath;
 
 use accounts::Accounts;
 use logins::LoginGuard;
+use metrics::Metrics;
 use plugin_api::tokio::io::AsyncWriteExt;
 use plugin_api::tracing::info;
 use plugin_api::{
@@ -238,6 +240,7 @@ impl Service for FtpService {
             login_timeout: config.login_timeout,
             tls: config.tls,
             require_tls: config.require_tls,
+            metrics: Metrics::register(),
         });
         for listener in self.listeners.drain(..) {
             let (settings, shutdown) = (settings.clone(), tasks.shutdown());

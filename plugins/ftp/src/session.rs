@@ -13,6 +13,7 @@ use crate::accounts::{Accounts, User};
 use crate::command::Command;
 use crate::control::{Control, Incoming};
 use crate::listing::{Facts, Format, Style};
+use crate::metrics::{Direction, Login, Metrics};
 use crate::names;
 use crate::passive::Passive;
 use crate::transfer::{self, Record};
@@ -47,6 +48,7 @@ pub struct Settings {
     pub login_timeout: Duration,
     pub tls: Option<TlsConfig>,
     pub require_tls: bool,
+    pub metrics: Metrics,
 }
 
 /// What the command loop does after a command.
@@ -423,6 +425,7 @@ impl Session {
         };
         let settings = self.settings.clone();
         if settings.guard.is_banned(self.client) {
+            settings.metrics.login(Login::Banned);
             control
                 .reply(
                     421,
@@ -437,6 +440,7 @@ impl Session {
             .await
         else {
             self.failed_logins += 1;
+            settings.metrics.login(Login::Failed);
             if settings.guard.is_banned(self.client) {
                 control
                     .reply(
@@ -469,6 +473,7 @@ impl Session {
                 }
             }
         };
+        settings.metrics.login(Login::Accepted);
         info!("{} logged in from {}", user.name, self.client);
         self.login = Some(LoggedIn { user, tree });
         done(control.reply(230, "Logged in.").await)
@@ -862,8 +867,8 @@ impl Session {
         };
         let record = match &work {
             Work::Listing { .. } => None,
-            Work::Download { .. } => Some(self.record("downloaded", &path)),
-            Work::Upload { .. } => Some(self.record("uploaded", &path)),
+            Work::Download { .. } => Some(self.record(Direction::Download, &path)),
+            Work::Upload { .. } => Some(self.record(Direction::Upload, &path)),
         };
         let progress = record
             .as_ref()
@@ -902,9 +907,10 @@ impl Session {
         }
     }
 
-    fn record(&self, verb: &'static str, path: &VirtualPath) -> Record {
+    fn record(&self, direction: Direction, path: &VirtualPath) -> Record {
         let name = self.login.as_ref().map_or("?", |l| l.user.name.as_str());
-        Record::new(name, verb, path.absolute(), self.client)
+        let metrics = &self.settings.metrics;
+        Record::new(name, direction, path.absolute(), self.client, metrics)
     }
 
     /// Runs a transfer while reading the control connection: ABOR ends it, a hang-up ends it

@@ -4,6 +4,7 @@
 //! Every wait is bounded by the stall timeout: a client that stops reading or sending is cut
 //! off, never waited for forever. Memory is fixed per transfer, whatever the file's size.
 
+use crate::metrics::{Direction, Metrics};
 use crate::names;
 use plugin_api::tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use plugin_api::tokio::sync::mpsc;
@@ -225,22 +226,30 @@ pub async fn finish(mut data: Stream, stall: Duration) -> io::Result<()> {
 /// One transfer, for the log: completed, failed, or cut off by the server stopping.
 pub struct Record {
     pub user: String,
-    pub verb: &'static str,
+    pub direction: Direction,
     pub path: Vec<u8>,
     pub client: IpAddr,
     pub bytes: Progress,
+    metrics: Metrics,
     started: Instant,
     logged: bool,
 }
 
 impl Record {
-    pub fn new(user: &str, verb: &'static str, path: Vec<u8>, client: IpAddr) -> Self {
+    pub fn new(
+        user: &str,
+        direction: Direction,
+        path: Vec<u8>,
+        client: IpAddr,
+        metrics: &Metrics,
+    ) -> Self {
         Self {
             user: user.to_string(),
-            verb,
+            direction,
             path,
             client,
             bytes: Progress::default(),
+            metrics: metrics.clone(),
             started: Instant::now(),
             logged: false,
         }
@@ -253,10 +262,11 @@ impl Record {
     /// `alice downloaded /big.bin (50000000 bytes in 0.048 s) from 127.0.0.1`.
     pub fn completed(mut self) {
         self.logged = true;
+        self.metrics.transfer(self.direction, true, self.bytes());
         info!(
             "{} {} {} ({} bytes in {:.3} s) from {}",
             self.user,
-            self.verb,
+            self.direction.verb(),
             names::for_log(&self.path),
             self.bytes(),
             self.started.elapsed().as_secs_f64(),
@@ -271,10 +281,11 @@ impl Record {
     }
 
     fn log_abort(&self, why: &str) {
+        self.metrics.transfer(self.direction, false, self.bytes());
         info!(
             "{} {} {}: aborted after {} bytes ({:.3} s) from {}: {why}",
             self.user,
-            self.verb,
+            self.direction.verb(),
             names::for_log(&self.path),
             self.bytes(),
             self.started.elapsed().as_secs_f64(),

@@ -9,12 +9,14 @@
 mod connection_log;
 mod destination;
 mod handshake;
+mod outcomes;
 mod rules;
 mod wire;
 
 use connection_log::{ConnectionLog, LogLines};
 use handshake::{Access, Refused, Request, Version};
 use logins::{LoginGuard, PasswordFile};
+use outcomes::{Outcome, Outcomes};
 use plugin_api::tokio::io::AsyncWriteExt;
 use plugin_api::tracing::info;
 use plugin_api::{
@@ -107,6 +109,7 @@ struct Proxy {
     connect_timeout: Duration,
     engine: Engine,
     log: Option<LogLines>,
+    outcomes: Outcomes,
 }
 
 struct Socks {
@@ -150,6 +153,7 @@ fn make_service(options: &Options) -> Result<Socks> {
                 .unwrap_or(CONNECT_TIMEOUT),
             engine: Engine::from_options(options),
             log: None,
+            outcomes: Outcomes::register(),
         }),
     })
 }
@@ -194,7 +198,7 @@ impl Proxy {
             {
                 Ok(request) => request,
                 Err(refused) => {
-                    self.log_refused(&peer, &refused);
+                    self.log_refused(&peer, &refused, Outcome::Refused);
                     return Ok(());
                 }
             };
@@ -210,7 +214,7 @@ impl Proxy {
                         target: Some(request.target),
                         why: unreached.why,
                     };
-                    self.log_refused(&peer, &refused);
+                    self.log_refused(&peer, &refused, Outcome::Unreached);
                     return Ok(());
                 }
             };
@@ -228,7 +232,7 @@ impl Proxy {
                 target: Some(request.target),
                 why: format!("ended before relaying: {e}"),
             };
-            self.log_refused(&peer, &refused);
+            self.log_refused(&peer, &refused, Outcome::Abandoned);
             return Ok(());
         }
         let mut relayed = relay::relay(client, server, self.engine, started).await;
@@ -244,6 +248,7 @@ impl Proxy {
         address: SocketAddr,
         relayed: &Relayed,
     ) {
+        self.outcomes.relayed(relayed.up, relayed.down);
         let user = request
             .user
             .as_deref()
@@ -272,7 +277,8 @@ impl Proxy {
         }
     }
 
-    fn log_refused(&self, peer: &PeerAddr, refused: &Refused) {
+    fn log_refused(&self, peer: &PeerAddr, refused: &Refused, outcome: Outcome) {
+        self.outcomes.count(outcome);
         let version = refused.version.map_or("-".to_string(), |v| v.to_string());
         let target = refused
             .target

@@ -14,6 +14,7 @@ use http::header::{
 use http::response::Builder;
 use http::uri::Authority;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use plugin_api::metrics::{self, CounterChild};
 use plugin_api::tokio::task::spawn_blocking;
 use plugin_api::tracing::warn;
 use plugin_api::PeerAddr;
@@ -35,6 +36,28 @@ pub struct Handler {
     /// `--cors`: the origin allowed to read responses from other sites' pages.
     pub cors: Option<HeaderValue>,
     pub access_log: AccessLog,
+    pub requests: Requests,
+}
+
+/// `web_requests_total{status="2xx"}`: the requests answered, by the class of their status.
+/// The five series are looked up once, so counting costs one atomic add per request.
+pub struct Requests([CounterChild; 5]);
+
+impl Requests {
+    /// Registers the metric for the service being made.
+    pub fn register() -> Self {
+        let family = metrics::counter(
+            "web_requests_total",
+            "Requests answered, by the class of their status",
+            &["status"],
+        );
+        Self(["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| family.with(&[class])))
+    }
+
+    fn count(&self, status: StatusCode) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.0[class].inc();
+    }
 }
 
 impl Handler {
@@ -52,6 +75,7 @@ impl Handler {
         }
         self.decorate(request.headers(), response.headers_mut());
         line.set_status(response.status().as_u16());
+        self.requests.count(response.status());
         let chunk = match request.version() {
             Version::HTTP_2 => body::STREAM_CHUNK,
             _ => body::CHUNK,

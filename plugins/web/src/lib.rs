@@ -26,7 +26,7 @@ mod site;
 
 use access_log::{AccessLog, FileLog};
 use connection::Timeouts;
-use handler::Handler;
+use handler::{Handler, Requests};
 use http::{HeaderName, HeaderValue};
 use plugin_api::tracing::info;
 use plugin_api::{
@@ -170,6 +170,7 @@ fn make_service(options: &Options) -> Result<WebService> {
             extra_headers,
             cors,
             access_log: AccessLog::HostLog,
+            requests: Requests::register(),
         }),
         access_log_path,
         access_log: None,
