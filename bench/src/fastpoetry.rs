@@ -51,7 +51,7 @@ pub fn run(options: &Options) -> Result<(), String> {
         .transpose()?;
     let pair = [&host_server, &baseline_server];
     let rss_started = Row::rss("idle RSS MB after start", pair)?;
-    let outcomes = measure(&runtime, pair, poem.len(), &CONCURRENCY, options);
+    let outcomes = measure(&runtime, pair, poem.len(), &CONCURRENCY, options)?;
     std::thread::sleep(SETTLE);
     let rss_loaded = Row::rss("idle RSS MB after load", pair)?;
     let scrapes = scraper.map(Scraper::stop);
@@ -61,21 +61,24 @@ pub fn run(options: &Options) -> Result<(), String> {
     let [host_server, baseline_server] =
         start(&host, &baseline, &big_poem, "10MB", admin, &scratch)?;
     let pair = [&host_server, &baseline_server];
-    let big_outcomes = measure(&runtime, pair, BIG_POEM_LEN, &BIG_CONCURRENCY, options);
+    let big_outcomes = measure(&runtime, pair, BIG_POEM_LEN, &BIG_CONCURRENCY, options)?;
     host_server.stop()?;
     baseline_server.stop()?;
 
     let mut rows = Vec::new();
     for (c, outcomes) in CONCURRENCY.iter().zip(&outcomes) {
+        let poems_per_sec = |m: &Measured| m.outcome.poems_per_sec();
+        rows.push(Row::of(format!("poems/s c={c}"), outcomes, poems_per_sec));
+        let p99 = |m: &Measured| m.outcome.p99_ms();
+        rows.push(Row::of(format!("p99 ms c={c}"), outcomes, p99));
         rows.push(Row::of(
-            format!("poems/s c={c}"),
+            format!("server CPU µs per poem c={c}"),
             outcomes,
-            Outcome::poems_per_sec,
+            Measured::cpu_us_per_poem,
         ));
-        rows.push(Row::of(format!("p99 ms c={c}"), outcomes, Outcome::p99_ms));
     }
     for (c, outcomes) in BIG_CONCURRENCY.iter().zip(&big_outcomes) {
-        let mb_per_sec = |o: &Outcome| o.mb_per_sec(BIG_POEM_LEN);
+        let mb_per_sec = |m: &Measured| m.outcome.mb_per_sec(BIG_POEM_LEN);
         rows.push(Row::of(format!("MB/s 10MB c={c}"), outcomes, mb_per_sec));
     }
     rows.extend([rss_started, rss_loaded]);
@@ -95,7 +98,9 @@ pub fn run(options: &Options) -> Result<(), String> {
     }
     let errors = |side: usize| -> usize {
         let all = outcomes.iter().chain(&big_outcomes);
-        all.flat_map(|pair| &pair[side]).map(|o| o.errors).sum()
+        all.flat_map(|pair| &pair[side])
+            .map(|m| m.outcome.errors)
+            .sum()
     };
     println!();
     println!(
@@ -150,19 +155,32 @@ fn start(
     Ok([host, baseline])
 }
 
+/// One measurement of one server: what the clients saw, and the CPU time the server used
+/// meanwhile (steadier than throughput on a shared machine).
+struct Measured {
+    outcome: Outcome,
+    cpu_seconds: f64,
+}
+
+impl Measured {
+    fn cpu_us_per_poem(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.outcome.poems() as f64
+    }
+}
+
 /// Runs every concurrency `options.rounds` times on both servers, alternating them. The result
-/// holds, per concurrency, each server's outcomes in round order.
+/// holds, per concurrency, each server's measurements in round order.
 fn measure(
     runtime: &Runtime,
     servers: [&Server; 2],
     poem_len: usize,
     concurrencies: &[usize],
     options: &Options,
-) -> Vec<[Vec<Outcome>; 2]> {
-    let mut outcomes: Vec<[Vec<Outcome>; 2]> =
+) -> Result<Vec<[Vec<Measured>; 2]>, String> {
+    let mut measured: Vec<[Vec<Measured>; 2]> =
         concurrencies.iter().map(|_| Default::default()).collect();
     for round in 0..options.rounds {
-        for (&concurrency, outcomes) in concurrencies.iter().zip(&mut outcomes) {
+        for (&concurrency, measured) in concurrencies.iter().zip(&mut measured) {
             for side in report::sides(round) {
                 let load = Load {
                     addr: servers[side].addr(),
@@ -171,11 +189,17 @@ fn measure(
                     duration: options.duration,
                     max_poems: options.max_poems,
                 };
-                outcomes[side].push(runtime.block_on(load::run(&load)));
+                let before = servers[side].cpu_seconds()?;
+                let outcome = runtime.block_on(load::run(&load));
+                let cpu_seconds = servers[side].cpu_seconds()? - before;
+                measured[side].push(Measured {
+                    outcome,
+                    cpu_seconds,
+                });
             }
         }
     }
-    outcomes
+    Ok(measured)
 }
 
 /// Scrapes host's `/metrics` at an interval on a thread of its own, as Prometheus would.

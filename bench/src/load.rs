@@ -36,7 +36,12 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn poems_per_sec(&self) -> f64 {
-        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+        self.poems() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Poems received whole.
+    pub fn poems(&self) -> usize {
+        self.latencies.len()
     }
 
     /// Poem bytes received whole, in MB (10^6 bytes) per second.

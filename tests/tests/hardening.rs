@@ -615,8 +615,8 @@ fn an_ftp_user_name_with_escape_codes_is_logged_escaped() {
     assert!(reply().starts_with("220"));
     let mut writer = stream;
     // ESC[2J clears a terminal, CSI (U+009B) starts a sequence on some, backspace and DEL
-    // rub out what came before. (libunftp refuses a CR inside a command, and LF ends one: a
-    // newline inside a message is the next test's.)
+    // rub out what came before. (LF ends a command, so a newline inside a message is the next
+    // test's.)
     writer
         .write_all("USER eve\x1b[2Jroot\x7f\u{9b}\x08\r\n".as_bytes())
         .unwrap();

@@ -54,19 +54,31 @@ enum Output {
 
 impl Output {
     fn write_line(&mut self, level: Level, line: &[u8]) {
+        self.write_lines(&[(level, line)]);
+    }
+
+    /// Writes whole lines in order, in one write where the destination allows.
+    fn write_lines(&mut self, lines: &[(Level, &[u8])]) {
+        let joined = || lines.iter().flat_map(|(_, line)| line.iter()).copied();
         // A log that cannot be written has nowhere to report that; the service goes on.
         let _ = match self {
-            Self::Stdout => io::stdout().lock().write_all(line),
+            Self::Stdout => io::stdout()
+                .lock()
+                .write_all(&joined().collect::<Vec<u8>>()),
             Self::Relay(pipe) => {
-                let mut relayed = Vec::with_capacity(line.len() + 1);
-                relayed.push(b'0' + plugin_api::abi::raw_level(Some(level)));
-                relayed.extend_from_slice(line);
-                // One write per line, by one writer: the master reads whole lines.
+                let mut relayed = Vec::with_capacity(lines.iter().map(|(_, l)| l.len() + 1).sum());
+                for (level, line) in lines {
+                    relayed.push(b'0' + plugin_api::abi::raw_level(Some(*level)));
+                    relayed.extend_from_slice(line);
+                }
+                // One writer, whole lines: the master reads them back line by line.
                 (&**pipe).write_all(&relayed)
             }
-            Self::File(file) => file.write_line(line),
+            Self::File(file) => file.write_lines(lines.iter().map(|(_, line)| *line)),
             Self::Syslog(syslog) => {
-                syslog.send(level, line);
+                for (level, line) in lines {
+                    syslog.send(*level, line);
+                }
                 Ok(())
             }
         };
@@ -215,9 +227,14 @@ impl LogSink {
                 return;
             }
         }
+        // Only a queue that was empty can have the writer waiting: a busy log wakes it once
+        // per batch, not once per line.
+        let was_empty = queue.jobs.is_empty();
         queue.jobs.push_back(Job::Line(level, line.to_vec()));
         drop(queue);
-        self.0.work.notify_one();
+        if was_empty {
+            self.0.work.notify_one();
+        }
     }
 }
 
@@ -242,12 +259,17 @@ fn write_forever(shared: &Shared) {
         let mut reopened = Vec::new();
         {
             let mut output = lock(&shared.output);
-            for job in jobs {
+            let mut lines: Vec<(Level, &[u8])> = Vec::new();
+            for job in &jobs {
                 match job {
-                    Job::Line(level, line) => output.write_line(level, &line),
-                    Job::Reopen => reopened.push(output.reopen()),
+                    Job::Line(level, line) => lines.push((*level, line)),
+                    Job::Reopen => {
+                        output.write_lines(&std::mem::take(&mut lines));
+                        reopened.push(output.reopen());
+                    }
                 }
             }
+            output.write_lines(&lines);
         }
         // Logged like any other line: queued behind what is already there, never waited for.
         for outcome in reopened {

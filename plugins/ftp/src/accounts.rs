@@ -109,7 +109,8 @@ impl Accounts {
                 home: self.homes.get(name_text).cloned(),
             });
         }
-        guard.failed(ip, &crate::names::for_log(name)).await;
+        // Logged as sent: the host escapes what a terminal would act on.
+        guard.failed(ip, &String::from_utf8_lossy(name)).await;
         None
     }
 }
