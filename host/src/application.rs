@@ -373,6 +373,7 @@ fn start_all(
 }
 
 fn give_up_privileges(settings: &Settings) -> Result<(), String> {
+    crate::supervisor::worker::done_binding()?;
     if let Some(dir) = &settings.chroot {
         privileges::chroot(dir)?;
         info!("Changed root to {}.", dir.display());

@@ -667,3 +667,30 @@ fn a_plugin_older_than_1_2_is_refused_with_workers() {
         out.stderr
     );
 }
+
+#[test]
+fn a_worker_cannot_have_the_master_bind_once_it_has_given_up_privileges() {
+    let fixtures = fixture_dir();
+    let late = ["--listen-late", "tcp:0:interface=127.0.0.1"];
+    let plugin = ["--plugin-dir", fixtures.to_str().unwrap(), "faulty"];
+    // In one process, binding late is the plugin's own business: it binds as the user it is.
+    let mut alone = Running::start(&[&["--pidfile", "", "-n"][..], &plugin, &late].concat());
+    alone.wait_for_line("faulty bound tcp:");
+    alone.stop();
+    // A worker's master, root, binds nothing for it once it has said it is done binding.
+    let out = run_host(
+        &[
+            &["--pidfile", "", "-n", "--workers", "1"][..],
+            &plugin,
+            &late,
+        ]
+        .concat(),
+    );
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("sockets are bound before a worker gives up its privileges, not after"),
+        "{}",
+        out.stdout
+    );
+}

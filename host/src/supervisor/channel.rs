@@ -4,6 +4,7 @@
 //! The worker asks, the master answers:
 //! - `bind NAME` → `ok` with the socket the master holds for endpoint NAME (bound now if it was
 //!   not yet), or `error WHY`;
+//! - `bound` → `ok`: the worker is about to give up its privileges; later `bind`s are refused;
 //! - `ready` → `ok`: every service of the worker has started.
 //!
 //! A second, ordinary stream pair carries the master's questions to the worker (`report\n`,
@@ -20,7 +21,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 const MAX_MESSAGE: usize = 8192;
 
 /// The environment variable that tells a `host` process it is worker N of a master, and where
-/// its channels are: `ID:CONTROL_FD:QUERY_FD`.
+/// its channels are: `ID:CONTROL_FD:QUERY_FD:LOG_FD`.
 pub const WORKER_ENV: &str = "HOST_SUPERVISOR_WORKER";
 
 /// One end of a control channel.

@@ -10,7 +10,7 @@ use crate::admin::Source;
 use crate::logging::LogSink;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
@@ -25,6 +25,10 @@ use tracing::{error, Level};
 /// The longest log line relayed whole; the rest of a longer one is cut (a worker's own lines
 /// are short; this bounds what a plugin gone wrong can make the master hold).
 const MAX_LINE: usize = 64 * 1024;
+
+/// The largest report a worker may send: its services' metrics, whatever their label sets, stay
+/// far below; a worker gone wrong cannot make the master hold more.
+const MAX_REPORT: u64 = 16 << 20;
 
 /// How long the master waits for a worker's report before leaving that worker out of a scrape.
 const REPORT_PATIENCE: Duration = Duration::from_secs(1);
@@ -180,12 +184,21 @@ impl Fleet {
         let spawned = std::thread::Builder::new()
             .name(format!("worker-{id}"))
             .spawn(move || {
+                let mut binding = true;
                 while let Ok(Some(request)) = control.receive() {
                     let answered = match request.text.split_once(' ') {
+                        Some(("bind", _)) if !binding => control.send(
+                            "error sockets are bound before a worker gives up its privileges, not after",
+                            None,
+                        ),
                         Some(("bind", name)) => match sockets.give(name, generation, id) {
                             Ok(socket) => control.send("ok", Some(&socket)),
                             Err(why) => control.send(&format!("error {why}"), None),
                         },
+                        None if request.text == "bound" => {
+                            binding = false;
+                            control.send("ok", None)
+                        }
                         None if request.text == "ready" => {
                             let _ = events.send(Event::Ready { id });
                             control.send("ok", None)
@@ -206,6 +219,7 @@ impl Fleet {
     pub fn reporter(&self) -> Reporter {
         Reporter {
             queries: self.queries.clone(),
+            asked: Default::default(),
         }
     }
 }
@@ -213,6 +227,7 @@ impl Fleet {
 /// Asks the workers for their reports, from the admin endpoint's thread.
 pub struct Reporter {
     queries: Arc<Mutex<BTreeMap<u32, Arc<Mutex<UnixStream>>>>>,
+    asked: std::sync::atomic::AtomicU64,
 }
 
 impl Reporter {
@@ -229,7 +244,10 @@ impl Reporter {
             .into_iter()
             .filter_map(|(id, query)| {
                 let stream = query.lock().unwrap_or_else(|p| p.into_inner());
-                let report = ask_report(&stream)?;
+                let number = self
+                    .asked
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let report = ask_report(&stream, number)?;
                 Some(Source {
                     worker: Some(id),
                     report,
@@ -239,12 +257,24 @@ impl Reporter {
     }
 }
 
-fn ask_report(stream: &UnixStream) -> Option<Report> {
+/// Asks one worker for its report, numbered `number`. A reply that comes too late for its scrape
+/// is still in the stream at the next one: the number tells it apart, and it is skipped.
+fn ask_report(stream: &UnixStream, number: u64) -> Option<Report> {
+    let deadline = Instant::now() + REPORT_PATIENCE;
     stream.set_read_timeout(Some(REPORT_PATIENCE)).ok()?;
-    (&*stream).write_all(b"report\n").ok()?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).ok()?;
-    serde_json::from_str(&line).ok()
+    writeln!(&*stream, "report {number}").ok()?;
+    let mut reader = BufReader::new(Read::take(stream, MAX_REPORT));
+    let answer = format!("{number} ");
+    while Instant::now() < deadline {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if let Some(report) = line.strip_prefix(&answer) {
+            return serde_json::from_str(report).ok();
+        }
+    }
+    None
 }
 
 /// How a worker ended, in words.

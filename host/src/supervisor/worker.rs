@@ -96,6 +96,17 @@ pub fn held_socket(name: &str) -> Option<Result<RawFd, String>> {
     }))
 }
 
+/// Tells the master that this worker has bound every socket it will, just before it gives up
+/// its privileges: from then on the master binds nothing for it. Plugin code that goes wrong
+/// later, unprivileged, cannot have a root master bind a privileged port or create a socket
+/// file anywhere. Nothing to do when this process is no worker.
+pub fn done_binding() -> Result<(), String> {
+    match LINK.get() {
+        Some(_) => ask("bound").map(drop),
+        None => Ok(()),
+    }
+}
+
 impl WorkerRole {
     /// Tells the master that every service has started.
     pub fn ready(&self) -> Result<(), String> {
@@ -115,12 +126,12 @@ impl WorkerRole {
                 };
                 for question in BufReader::new(stream).lines() {
                     let Ok(question) = question else { return };
-                    if question != "report" {
+                    let Some(number) = question.strip_prefix("report ") else {
                         continue;
-                    }
+                    };
                     let report = report::gather(&running, health.started_at);
-                    let mut line = serde_json::to_string(&report).expect("reports serialize");
-                    line.push('\n');
+                    let report = serde_json::to_string(&report).expect("reports serialize");
+                    let line = format!("{number} {report}\n");
                     if writer.write_all(line.as_bytes()).is_err() {
                         return;
                     }
