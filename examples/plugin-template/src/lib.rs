@@ -6,8 +6,8 @@
 
 use plugin_api::tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use plugin_api::{
-    export_service_maker, tokio, tracing, ConnectionLimits, Endpoint, Listener, OptionKind,
-    OptionSpec, Options, Result, Service, Shutdown, Tasks,
+    ConnectionLimits, Endpoint, Listener, OptionKind, OptionSpec, Options, Result, Service,
+    Shutdown, Tasks, export_service_maker, tokio, tracing,
 };
 
 fn options() -> Vec<OptionSpec> {
