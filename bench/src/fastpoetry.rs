@@ -23,11 +23,7 @@ const SETTLE: Duration = Duration::from_millis(500);
 
 pub fn run(options: &Options) -> Result<(), String> {
     let host = servers::locate_host(options.host.as_deref())?;
-    let baseline = servers::locate(
-        "minimal-poetry",
-        None,
-        "run `cargo build --release -p bench` first",
-    )?;
+    let baseline = servers::locate_minimal_poetry()?;
     let scratch = Scratch::new("fastpoetry")?;
     let poem = std::fs::read(POEM).map_err(|e| format!("cannot read {POEM}: {e}"))?;
     let big_poem = scratch.path().join("big-poem.txt");

@@ -350,6 +350,15 @@ pub fn locate_host(explicit: Option<&Path>) -> Result<PathBuf, String> {
     )
 }
 
+/// The minimal tokio poetry server the fastpoetry benches compare against, built with bench.
+pub fn locate_minimal_poetry() -> Result<PathBuf, String> {
+    locate(
+        "minimal-poetry",
+        None,
+        "run `cargo build --release -p bench` first",
+    )
+}
+
 /// `explicit` if given, else the binary `name` next to the running executable, where cargo
 /// puts every binary of the workspace; `build` says how to make it when it is missing.
 pub fn locate(name: &str, explicit: Option<&Path>, build: &str) -> Result<PathBuf, String> {

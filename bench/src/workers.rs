@@ -26,11 +26,7 @@ const SETUPS: [(&str, Option<&[&str]>); 4] = [
 
 pub fn run(options: &Options) -> Result<(), String> {
     let host = servers::locate_host(options.host.as_deref())?;
-    let minimal = servers::locate(
-        "minimal-poetry",
-        None,
-        "run `cargo build --release -p bench` first",
-    )?;
+    let minimal = servers::locate_minimal_poetry()?;
     let scratch = Scratch::new("workers")?;
     let poem_len = std::fs::metadata(POEM)
         .map_err(|e| format!("cannot read {POEM}: {e}"))?

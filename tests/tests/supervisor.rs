@@ -96,6 +96,14 @@ impl Hammer {
         }
     }
 
+    /// Stops the clients, and checks that none was refused and no poem was short.
+    fn finish_clean(self) -> Tally {
+        let tally = self.finish();
+        println!("{tally:?}");
+        assert_eq!((tally.refused, tally.short), (0, 0), "{tally:?}");
+        tally
+    }
+
     fn finish(self) -> Tally {
         self.stop.store(true, Ordering::Relaxed);
         let mut total = Tally::default();
@@ -240,9 +248,7 @@ fn an_upgrade_to_a_new_build_refuses_no_connection_and_maps_the_new_library() {
     server.wait_for_line("Worker 1 (generation 1) has stopped.");
     server.wait_for_line("Worker 2 (generation 1) has stopped.");
     hammer.wait_for(100);
-    let tally = hammer.finish();
-    println!("{tally:?}");
-    assert_eq!((tally.refused, tally.short), (0, 0), "{tally:?}");
+    hammer.finish_clean();
 
     let (library_inode, host_inode) = (
         std::fs::metadata(&library).unwrap().ino(),
@@ -351,9 +357,7 @@ fn a_new_generation_that_cannot_start_leaves_the_old_one_serving() {
     server.signal(libc::SIGUSR2);
     server.wait_for_line("Generation 3 is ready and serving (SIGUSR2)");
     hammer.wait_for(50);
-    let tally = hammer.finish();
-    println!("{tally:?}");
-    assert_eq!((tally.refused, tally.short), (0, 0), "{tally:?}");
+    hammer.finish_clean();
     server.stop();
 }
 
@@ -398,9 +402,7 @@ fn sighup_restarts_a_changed_service_with_no_gap_and_keeps_it_on_failure() {
     server.wait_for_line("Worker 2 (generation 1) has stopped.");
     server.wait_for_line("Worker 1 (generation 1) has stopped.");
     hammer.wait_for(50);
-    let tally = hammer.finish();
-    println!("{tally:?}");
-    assert_eq!((tally.refused, tally.short), (0, 0), "{tally:?}");
+    let tally = hammer.finish_clean();
     assert!(tally.whole[1] > 0, "the new poem was served: {tally:?}");
     assert_eq!(
         fetch(port).len(),
