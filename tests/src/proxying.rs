@@ -285,8 +285,49 @@ pub fn python(proxy: u16, origin: u16, script: &str) -> String {
     ))
 }
 
+/// A client of `proxy` that, after `handshake` (Python; its socket is `s`), asks the origin for
+/// 1 GB and reads 1 KB a second of it for six seconds. The proxy must hold it back: the origin
+/// gets no further than what the socket buffers and a pipe hold, and the proxy's memory (process
+/// `pid`) does not grow. `what` names the case in a failure.
+pub fn a_slow_reader_holds_the_origin_back(
+    pid: i32,
+    proxy: u16,
+    origin: &Origin,
+    handshake: &str,
+    what: &str,
+) {
+    let before = rss_kib(pid);
+    python(
+        proxy,
+        origin.port,
+        &format!(
+            r#"
+s = connect()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+{handshake}
+s.sendall(b'SEND 1000000000\n')
+for _ in range(6):
+    assert len(s.recv(1000)) > 0
+    time.sleep(1)
+s.close()
+"#
+        ),
+    );
+    let after = rss_kib(pid);
+    // What the kernel's socket buffers and one pipe hold: a few MB, never the gigabyte.
+    assert!(
+        origin.sent() < 48 << 20,
+        "{what}: the origin sent {} bytes",
+        origin.sent()
+    );
+    assert!(
+        after < before + 8 * 1024,
+        "{what}: RSS grew from {before} to {after} KiB"
+    );
+}
+
 /// The resident set size of process `pid`, in KiB.
-pub fn rss_kib(pid: i32) -> u64 {
+fn rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()

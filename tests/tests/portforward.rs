@@ -1,7 +1,9 @@
 //! The portforward plugin with real clients: curl through it to a real web server, and Python
 //! clients for half-close, concurrency, a 1 GiB stream and a slow reader.
 
-use host_e2e::proxying::{python, rss_kib, Origin, Unanswering, WebServer};
+use host_e2e::proxying::{
+    a_slow_reader_holds_the_origin_back, python, Origin, Unanswering, WebServer,
+};
 use host_e2e::{curl, run_host, Running, TempDir, PATIENCE};
 use std::time::{Duration, Instant};
 
@@ -187,32 +189,8 @@ fn memory_stays_flat_behind_a_slow_reader() {
         let mut options = to_origin(&origin);
         options.extend(engine.map(str::to_string));
         let (mut host, port) = forward(&options.iter().map(String::as_str).collect::<Vec<_>>());
-        let before = rss_kib(host.pid());
-        // A reader that takes 1 KB a second for 6 seconds, of an origin that would send 1 GB.
-        python(
-            port,
-            origin.port,
-            r#"
-s = connect()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-s.sendall(b'SEND 1000000000\n')
-for _ in range(6):
-    assert len(s.recv(1000)) > 0
-    time.sleep(1)
-s.close()
-"#,
-        );
-        let after = rss_kib(host.pid());
-        // What the kernel's socket buffers and one pipe hold: a few MB, never the gigabyte.
-        assert!(
-            origin.sent() < 48 << 20,
-            "the origin sent {} bytes",
-            origin.sent()
-        );
-        assert!(
-            after < before + 8 * 1024,
-            "RSS grew from {before} to {after} KiB ({engine:?})"
-        );
+        let what = format!("{engine:?}");
+        a_slow_reader_holds_the_origin_back(host.pid(), port, &origin, "", &what);
         host.stop();
     }
 }
