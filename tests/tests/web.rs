@@ -61,6 +61,10 @@ impl Site {
         symlink(dir.join("secret.txt"), root.join("abs")).unwrap();
         symlink("..", root.join("dirout")).unwrap();
         symlink("a.txt", root.join("inner-link")).unwrap();
+        symlink(root.join("a.txt"), root.join("absolute-inner-link")).unwrap();
+        symlink("../root/sub", root.join("round-trip")).unwrap();
+        symlink(".env", root.join("env-link")).unwrap();
+        symlink(".git", root.join("git-link")).unwrap();
         Self { dir }
     }
 
@@ -341,6 +345,13 @@ assert status == 206 and headers['content-length'] == '5' and headers['content-r
 #[test]
 fn precompressed_siblings_are_served_when_accepted() {
     let site = Site::new("web-precompressed");
+    let same = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    for (name, content) in [("same.txt", "plain!"), ("same.txt.gz", "zipped")] {
+        let path = site.root().join(name);
+        std::fs::write(&path, content).unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(same).unwrap();
+    }
     let (mut host, port) = site.serve(&[]);
     python(
         port,
@@ -358,9 +369,13 @@ assert fetch('/js/app.js', 'br;q=0, gzip') == ('gzip', js, b'GZIP-BYTES')
 assert fetch('/js/app.js', 'identity') == (None, js, b"console.log('plain');\n")
 assert fetch('/js/only-gz.css', 'br, gzip') == ('gzip', 'text/css; charset=utf-8', b'GZIP-CSS')
 assert fetch('/js/only-gz.css', 'br') == (None, 'text/css; charset=utf-8', b'body{}\n')
-# The compressed variant has validators of its own.
-_, plain_headers, _ = get('/js/app.js'); _, gz_headers, _ = get('/js/app.js', {'Accept-Encoding': 'gzip'})
-assert plain_headers['etag'] != gz_headers['etag']
+# The client's q-values decide, and identity preferred means the file as it is.
+assert fetch('/js/app.js', 'gzip;q=1, br;q=0.5') == ('gzip', js, b'GZIP-BYTES')
+assert fetch('/js/app.js', 'identity;q=1, gzip;q=0.5') == (None, js, b"console.log('plain');\n")
+# The compressed variant has validators of its own, even with the same size and time.
+_, plain_headers, _ = get('/same.txt'); _, gz_headers, body = get('/same.txt', {'Accept-Encoding': 'gzip'})
+assert body == b'zipped' and plain_headers['etag'] != gz_headers['etag'], (plain_headers, gz_headers)
+assert gz_headers['etag'].endswith('-gzip"'), gz_headers['etag']
 "#,
     );
     host.stop();
@@ -446,7 +461,7 @@ targets = [
     '/.%2e/secret.txt', '/%2e./secret.txt', '/%2e%2e%2fsecret.txt', '/..%2fsecret.txt', '/..%2Fsecret.txt',
     '/sub/../../secret.txt', '/sub/%2e%2e/%2e%2e/secret.txt', '/sub/./../../secret.txt', '//../secret.txt',
     '/./../secret.txt', '/..\\secret.txt', '/..%5csecret.txt', '/%5c..%5csecret.txt', '/sub\\..\\..\\secret.txt',
-    '/out', '/abs', '/dirout/secret.txt', '/dirout/root/a.txt', '/sub/..%2f..%2fsecret.txt',
+    '/out', '/abs', '/dirout/secret.txt', '/dirout/', '/sub/..%2f..%2fsecret.txt',
     '/a.txt%00.html', '/%00../secret.txt', '/%c0%ae%c0%ae/secret.txt', '/..%c0%afsecret.txt',
     '/%252e%252e/secret.txt', '/%252e%252e%252fsecret.txt', '/%u002e%u002e/secret.txt', '/sub/..;/../secret.txt',
     '/.../secret.txt', '/etc/passwd', 'http://127.0.0.1/../secret.txt', '/%2e%2e%5csecret.txt',
@@ -487,9 +502,14 @@ print(len(targets), 'targets')
     python(
         port,
         r#"
-for path in ['/.env', '/.git/config', '/.git/', '/list/.hidden', '/%2eenv']:
+for path in ['/.env', '/.git/config', '/.git/', '/list/.hidden', '/%2eenv', '/env-link', '/git-link/config']:
     status, _, body = get(path)
-    assert status == 404 and b'hunter2' not in body, (path, status)
+    assert status == 404 and b'hunter2' not in body and b'[core]' not in body, (path, status)
+# Links whose targets are inside the root work, however they are written.
+assert get('/inner-link')[0] == 200 and get('/absolute-inner-link')[0] == 200
+assert get('/round-trip/')[0] == 200 and get('/dirout/root/a.txt')[0] == 200
+listing = get('/')[2].decode()
+assert 'absolute-inner-link' in listing and 'env-link' not in listing and 'git-link' not in listing, listing
 "#,
     );
     host.stop();
@@ -1020,6 +1040,59 @@ assert idle.recv(1) == b'' and time.time() - t < 5, 'the idle connection was not
 }
 
 #[test]
+fn a_full_service_makes_room_for_a_prompt_client() {
+    // Every slot held by a slowloris client that reconnects as soon as it is cut, with the
+    // header timeout long: a prompt client still gets in within the crowd's grace, and a
+    // keep-alive client with a request in progress is not cut.
+    let site = Site::new("web-full");
+    std::fs::File::create(site.root().join("sparse.bin"))
+        .unwrap()
+        .set_len(100_000_000)
+        .unwrap();
+    let (mut host, port) = site.serve(&["--max-connections", "40", "--header-timeout", "60s"]);
+    python(
+        port,
+        r#"
+busy = http.client.HTTPConnection('127.0.0.1', PORT, timeout=30)
+busy.request('GET', '/sparse.bin'); response = busy.getresponse()
+stop = threading.Event(); cut = [0]
+def slowloris():
+    held = []
+    while not stop.is_set():
+        # Closed ones are counted and replaced, as an attacker would.
+        for old in list(held):
+            old.setblocking(False)
+            try:
+                if old.recv(1) == b'':
+                    held.remove(old); old.close(); cut[0] += 1
+            except BlockingIOError:
+                pass
+            except OSError:
+                held.remove(old); old.close(); cut[0] += 1
+        if len(held) < 60:
+            s = socket.create_connection(('127.0.0.1', PORT), timeout=1)
+            s.send(b'GET /a.txt HTTP/1.1\r\nHost: x\r\n')
+            held.append(s)
+        time.sleep(0.005)
+    [s.close() for s in held]
+attacker = threading.Thread(target=slowloris); attacker.start()
+time.sleep(2)
+waits = []
+for _ in range(5):
+    t = time.time(); assert get('/a.txt')[0] == 200; waits.append(time.time() - t)
+stop.set(); attacker.join(40)
+assert max(waits) < 4, 'a prompt client waited behind the crowd: %r' % waits
+assert cut[0] > 0, 'no slow connection was closed'
+received = 0
+while chunk := response.read(1 << 20):
+    received += len(chunk)
+assert received == 100_000_000, 'a download in progress was cut at %d bytes' % received
+"#,
+    );
+    host.stop();
+}
+
+#[test]
 fn clients_that_stop_reading_are_dropped_and_hold_little_memory() {
     let site = Site::new("web-stalled");
     std::fs::File::create(site.root().join("sparse.bin"))
@@ -1069,22 +1142,33 @@ for s in stalled:
 #[test]
 fn max_connections_holds_the_next_client_until_one_ends() {
     let site = Site::new("web-max");
+    std::fs::File::create(site.root().join("sparse.bin"))
+        .unwrap()
+        .set_len(100_000_000)
+        .unwrap();
     let (mut host, port) = site.serve(&["--max-connections", "2"]);
     python(
         port,
         r#"
-a = http.client.HTTPConnection('127.0.0.1', PORT, timeout=20); a.request('GET', '/a.txt'); a.getresponse().read()
-b = http.client.HTTPConnection('127.0.0.1', PORT, timeout=20); b.request('GET', '/a.txt'); b.getresponse().read()
+# Two downloads in progress (not read) hold both slots: a third client waits.
+a = http.client.HTTPConnection('127.0.0.1', PORT, timeout=20); a.request('GET', '/sparse.bin'); a.getresponse()
+b = http.client.HTTPConnection('127.0.0.1', PORT, timeout=20); b.request('GET', '/sparse.bin'); b.getresponse()
 third = socket.create_connection(('127.0.0.1', PORT), timeout=20)
-third.sendall(b'GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
-third.settimeout(1)
+third.sendall(b'GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n')
+third.settimeout(1.5)
 try:
-    third.recv(100); raise SystemExit('a third connection was served while two were open')
+    third.recv(100); raise SystemExit('a third connection was served while two were busy')
 except socket.timeout:
     pass
 a.close()
 third.settimeout(20)
 assert third.recv(100).startswith(b'HTTP/1.1 200'), 'served once a slot was free'
+# Now `third` idles in keep-alive beside the download: a newcomer gets its slot.
+t = time.time(); assert get('/a.txt')[0] == 200
+assert time.time() - t < 3, 'an idle keep-alive connection kept its slot from a newcomer'
+third.settimeout(5)
+while third.recv(65536):
+    pass  # the rest of its response, then the close that made room (a timeout fails here)
 b.close()
 "#,
     );

@@ -1,6 +1,7 @@
 //! Validators (ETag, Last-Modified) and conditional requests, in RFC 9110 §13.2.2's order:
 //! If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since, then If-Range.
 
+use crate::encoding::Coding;
 use http::header::{IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE};
 use http::{HeaderMap, HeaderValue, Method};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,10 +16,16 @@ pub struct Validators {
 }
 
 impl Validators {
-    pub fn of(len: u64, modified: SystemTime) -> Self {
+    /// The validators of a file of `len` bytes modified at `modified`, sent with `coding`
+    /// (a precompressed sibling). The coding is part of the tag: `a.js` and `a.js.gz` can have
+    /// the same length and time, and a client resuming one with `If-Range` must not be given
+    /// bytes of the other.
+    pub fn of(len: u64, modified: SystemTime, coding: Option<Coding>) -> Self {
         let since_epoch = modified.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let coding = coding.map_or("", Coding::name);
+        let dash = if coding.is_empty() { "" } else { "-" };
         Self {
-            etag: format!("\"{len:x}-{:x}\"", since_epoch.as_nanos()),
+            etag: format!("\"{len:x}-{:x}{dash}{coding}\"", since_epoch.as_nanos()),
             modified: UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs()),
         }
     }
@@ -133,7 +140,7 @@ mod tests {
     use super::*;
 
     fn file() -> Validators {
-        Validators::of(12, UNIX_EPOCH + Duration::new(1_700_000_000, 500))
+        Validators::of(12, UNIX_EPOCH + Duration::new(1_700_000_000, 500), None)
     }
 
     fn check(pairs: &[(http::HeaderName, &str)]) -> Precondition {

@@ -1,6 +1,7 @@
 //! One connection, served by hyper: HTTP/2 when TLS's ALPN chose `h2`, HTTP/1.1 otherwise,
 //! with the limits that keep a slow or hostile client from holding more than its share.
 
+use crate::crowd::Place;
 use crate::handler::Handler;
 use crate::send_timeout::SendTimeout;
 use hyper::server::conn::{http1, http2};
@@ -35,7 +36,8 @@ pub struct Timeouts {
     pub send: Duration,
 }
 
-/// Serves one connection until the client is done, it breaks a limit, or the service stops
+/// Serves one connection until the client is done, it breaks a limit, the service needs its
+/// slot while it waits for a request (`place`, see [`crate::crowd`]), or the service stops
 /// (then the request in progress finishes and the connection closes).
 pub async fn serve(
     stream: Stream,
@@ -43,11 +45,12 @@ pub async fn serve(
     handler: Arc<Handler>,
     timeouts: Timeouts,
     shutdown: Shutdown,
+    place: Place,
 ) -> Result<()> {
     // Responses are written whole; waiting to fill a packet only delays the last bytes.
     let _ = stream.set_nodelay(true);
     let h2 = stream.alpn_protocol() == Some(b"h2");
-    let progress = Arc::new(Progress::default());
+    let progress = Arc::new(Progress::new(place));
     let watching = progress.clone();
     let service = service_fn(move |request| {
         let watched = Watched::new(&watching);
@@ -69,11 +72,11 @@ pub async fn serve(
         // HTTP/2 needs a watchdog: a client that answers pings could hold an idle connection
         // forever, and one that sends no WINDOW_UPDATE stalls its streams while the socket
         // stays writable, which `SendTimeout` cannot see.
-        let watchdog = Some((progress.as_ref(), timeouts));
         until_shutdown(
             builder.serve_connection(io, service),
             &shutdown,
-            watchdog,
+            &progress,
+            Some(timeouts),
             |c| c.graceful_shutdown(),
         )
         .await
@@ -89,6 +92,7 @@ pub async fn serve(
         until_shutdown(
             builder.serve_connection(io, service),
             &shutdown,
+            &progress,
             None,
             |c| c.graceful_shutdown(),
         )
@@ -116,13 +120,16 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Runs `connection`. On shutdown it finishes the requests in progress, then closes. With a
-/// `watchdog`, a connection that starts no request for `Timeouts::header` is closed the same
-/// way, and one whose open responses take no byte for `Timeouts::send` is dropped.
+/// Runs `connection`. On shutdown it finishes the requests in progress, then closes; asked to
+/// make room, it closes at once if no request is in progress (the check and the close happen
+/// while hyper is not polled, so none can start in between). With a `watchdog`, a connection
+/// that starts no request for `Timeouts::header` is closed gracefully, and one whose open
+/// responses take no byte for `Timeouts::send` is dropped.
 async fn until_shutdown<C, E>(
     connection: C,
     shutdown: &Shutdown,
-    watchdog: Option<(&Progress, Timeouts)>,
+    progress: &Progress,
+    watchdog: Option<Timeouts>,
     graceful: fn(Pin<&mut C>),
 ) -> std::result::Result<(), E>
 where
@@ -140,8 +147,13 @@ where
                 graceful(connection.as_mut());
                 closing = true;
             }
+            () = progress.place.asked_to_close() => {
+                if progress.open.load(Ordering::Relaxed) == 0 {
+                    return Ok(());
+                }
+            }
             _ = ticks.tick(), if watchdog.is_some() => {
-                let Some((progress, timeouts)) = watchdog else { continue };
+                let Some(timeouts) = watchdog else { continue };
                 let now = Instant::now();
                 let seen = progress.requests.load(Ordering::Relaxed);
                 if seen != requests {
@@ -164,14 +176,25 @@ where
     }
 }
 
-/// What one connection's responses are doing, for the HTTP/2 watchdog.
-#[derive(Default)]
+/// What one connection's responses are doing, for the HTTP/2 watchdog and the crowd.
 pub struct Progress {
     requests: AtomicU64,
     /// Response bodies not yet done with.
     open: AtomicUsize,
     /// Body bytes taken by hyper, all responses together.
     sent: AtomicU64,
+    place: Place,
+}
+
+impl Progress {
+    fn new(place: Place) -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            open: AtomicUsize::new(0),
+            sent: AtomicU64::new(0),
+            place,
+        }
+    }
 }
 
 /// One request's place in its connection's [`Progress`]: counted when it arrives, its body
@@ -181,7 +204,9 @@ pub struct Watched(Arc<Progress>);
 impl Watched {
     fn new(progress: &Arc<Progress>) -> Self {
         progress.requests.fetch_add(1, Ordering::Relaxed);
-        progress.open.fetch_add(1, Ordering::Relaxed);
+        if progress.open.fetch_add(1, Ordering::Relaxed) == 0 {
+            progress.place.busy(true);
+        }
         Self(progress.clone())
     }
 
@@ -192,6 +217,8 @@ impl Watched {
 
 impl Drop for Watched {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        if self.0.open.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.place.busy(false);
+        }
     }
 }

@@ -28,41 +28,45 @@ impl Coding {
     }
 }
 
-/// The codings `accept_encoding` allows, most preferred first. A coding is allowed when it
-/// is listed, or `*` is, with a q-value above zero (`gzip;q=0` refuses gzip).
+/// The codings `accept_encoding` allows, the client's preferred first (by q-value; ours,
+/// [`Coding::PREFERRED`], breaks ties). A coding is allowed when it is listed, or `*` is, with
+/// a q-value above zero (`gzip;q=0` refuses gzip) and above `identity`'s when that is listed
+/// (`identity;q=1, gzip;q=0.5` asks for the file as it is).
 pub fn accepted(accept_encoding: Option<&[u8]>) -> Vec<Coding> {
     let Some(text) = accept_encoding.and_then(|v| std::str::from_utf8(v).ok()) else {
         return Vec::new();
     };
-    let weight = |wanted: &str| -> Option<bool> {
+    let weight = |wanted: &str| -> Option<f32> {
         text.split(',').find_map(|item| {
             let mut fields = item.split(';');
             let name = fields.next()?.trim();
             if !name.eq_ignore_ascii_case(wanted) {
                 return None;
             }
-            let refused = fields.any(|param| {
-                param.trim().split_once('=').is_some_and(|(key, value)| {
-                    key.trim().eq_ignore_ascii_case("q")
-                        && value.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+            let q = fields
+                .find_map(|param| {
+                    let (key, value) = param.trim().split_once('=')?;
+                    key.trim().eq_ignore_ascii_case("q").then(|| value.trim())
                 })
-            });
-            Some(!refused)
+                .map_or(Some(1.0), |value| value.parse::<f32>().ok())
+                .filter(|q| q.is_finite())
+                .unwrap_or(0.0);
+            Some(q)
         })
     };
-    Coding::PREFERRED
+    let identity = weight("identity").unwrap_or(0.0);
+    let mut allowed: Vec<(Coding, f32)> = Coding::PREFERRED
         .into_iter()
-        .filter(|coding| {
-            weight(coding.name())
-                .or_else(|| {
-                    (*coding == Coding::Gzip)
-                        .then(|| weight("x-gzip"))
-                        .flatten()
-                })
-                .or_else(|| weight("*"))
-                .unwrap_or(false)
+        .filter_map(|coding| {
+            let q = weight(coding.name())
+                .or_else(|| (coding == Coding::Gzip).then(|| weight("x-gzip")).flatten())
+                .or_else(|| weight("*"))?;
+            (q > 0.0 && q > identity).then_some((coding, q))
         })
-        .collect()
+        .collect();
+    // A stable sort keeps our preference among equal q-values.
+    allowed.sort_by(|a, b| b.1.total_cmp(&a.1));
+    allowed.into_iter().map(|(coding, _)| coding).collect()
 }
 
 #[cfg(test)]
@@ -84,6 +88,13 @@ mod tests {
         assert_eq!(codings("gzip;q=0, *"), [Coding::Brotli]);
         assert_eq!(codings("identity"), []);
         assert_eq!(codings("X-GZIP"), [Coding::Gzip]);
+        assert_eq!(
+            codings("gzip;q=1, br;q=0.5"),
+            [Coding::Gzip, Coding::Brotli]
+        );
+        assert_eq!(codings("identity;q=1, gzip;q=0.5"), []);
+        assert_eq!(codings("identity;q=0.1, gzip;q=0.5"), [Coding::Gzip]);
+        assert_eq!(codings("gzip;q=nonsense, br"), [Coding::Brotli]);
         assert_eq!(accepted(None), []);
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 /// The response to a GET or HEAD for `hit`.
 pub fn respond(method: &Method, headers: &HeaderMap, hit: Hit) -> Response<Body> {
-    let validators = Validators::of(hit.file.len, hit.file.modified);
+    let validators = Validators::of(hit.file.len, hit.file.modified, hit.coding);
     let mut builder = Response::builder()
         .header(ETAG, &validators.etag)
         .header(LAST_MODIFIED, validators.last_modified())

@@ -14,6 +14,7 @@ mod access_log;
 mod body;
 mod conditional;
 mod connection;
+mod crowd;
 mod encoding;
 mod file_response;
 mod handler;
@@ -26,6 +27,7 @@ mod site;
 
 use access_log::{AccessLog, FileLog};
 use connection::Timeouts;
+use crowd::Crowd;
 use handler::{Handler, Requests};
 use http::{HeaderName, HeaderValue};
 use plugin_api::tracing::info;
@@ -185,12 +187,14 @@ fn make_site(options: &Options) -> Result<(Site, PathBuf)> {
         .canonicalize()
         .map_err(|e| format!("cannot serve {}: {e}", given.display()))?;
     let follow_symlinks = options.flag("follow-symlinks");
+    let show_dotfiles = options.flag("show-dotfiles");
     let metadata = std::fs::metadata(&path)?;
     let (root, single_file) = match path.parent().zip(path.file_name()) {
-        Some((parent, name)) if metadata.is_file() => {
-            (Root::open(parent, follow_symlinks)?, Some(name.to_owned()))
-        }
-        _ if metadata.is_dir() => (Root::open(&path, follow_symlinks)?, None),
+        Some((parent, name)) if metadata.is_file() => (
+            Root::open(parent, follow_symlinks, show_dotfiles)?,
+            Some(name.to_owned()),
+        ),
+        _ if metadata.is_dir() => (Root::open(&path, follow_symlinks, show_dotfiles)?, None),
         _ => {
             return Err(format!(
                 "cannot serve {}: not a directory or a regular file",
@@ -223,7 +227,7 @@ fn make_site(options: &Options) -> Result<(Site, PathBuf)> {
         single_file,
         indexes,
         listing: !options.flag("no-listing"),
-        show_dotfiles: options.flag("show-dotfiles"),
+        show_dotfiles,
         default_type,
     };
     Ok((site, path))
@@ -236,14 +240,24 @@ fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue)> {
     let (name, value) = text.split_once(':').ok_or_else(invalid)?;
     let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| invalid())?;
     let value = HeaderValue::from_str(value.trim()).map_err(|_| invalid())?;
-    let framing = [
+    // Headers the server sets from the file and the request: a second copy would contradict
+    // the first (two Content-Types, two ETags), or break the framing.
+    let own = [
         http::header::CONTENT_LENGTH,
         http::header::TRANSFER_ENCODING,
         http::header::CONNECTION,
         http::header::CONTENT_RANGE,
         http::header::CONTENT_ENCODING,
+        http::header::CONTENT_TYPE,
+        http::header::ETAG,
+        http::header::LAST_MODIFIED,
+        http::header::ACCEPT_RANGES,
+        http::header::VARY,
+        http::header::LOCATION,
+        http::header::ALLOW,
+        http::header::DATE,
     ];
-    if framing.contains(&name) {
+    if own.contains(&name) {
         return Err(format!("--add-header: {name} is set by the server itself").into());
     }
     Ok((name, value))
@@ -274,10 +288,23 @@ impl Service for WebService {
 
     fn start(&mut self, tasks: &Tasks) -> Result<()> {
         let handler = Arc::new(self.handler.take().ok_or("the service was started twice")?);
+        let crowd = Crowd::new(self.limits.max());
+        if self.limits.max() > 0 {
+            tasks.spawn(crowd.clone().watch(tasks.shutdown()));
+        }
         for listener in self.listeners.drain(..) {
             let (handler, timeouts, shutdown) = (handler.clone(), self.timeouts, tasks.shutdown());
+            let crowd = crowd.clone();
             tasks.serve(listener, &self.limits, move |stream, peer| {
-                connection::serve(stream, peer, handler.clone(), timeouts, shutdown.clone())
+                let place = crowd.join();
+                connection::serve(
+                    stream,
+                    peer,
+                    handler.clone(),
+                    timeouts,
+                    shutdown.clone(),
+                    place,
+                )
             });
         }
         if let Some(log) = self.access_log.clone() {

@@ -9,8 +9,9 @@ use std::fmt::Write;
 /// Lists at most this many entries; a bigger directory says how many were left out.
 pub const MAX_ENTRIES: usize = 10_000;
 
-/// The HTML page for the directory `path` holding `entries` (`truncated`: there were more).
-pub fn render(path: &RequestPath, mut entries: Vec<Listed>, truncated: bool) -> String {
+/// The HTML page for the directory `path`, showing `entries` of the `count` it holds (the
+/// first in name order, when there are more than [`MAX_ENTRIES`]).
+pub fn render(path: &RequestPath, mut entries: Vec<Listed>, count: usize) -> String {
     entries.sort_by(|a, b| b.is_dir.cmp(&a.is_dir).then_with(|| a.name.cmp(&b.name)));
     let shown = html_escape(&display(path));
     let mut page = format!(
@@ -39,10 +40,10 @@ pub fn render(path: &RequestPath, mut entries: Vec<Listed>, truncated: bool) -> 
         );
     }
     page.push_str("</table>\n");
-    if truncated {
+    if count > MAX_ENTRIES {
         let _ = writeln!(
             page,
-            "<p>Only the first {MAX_ENTRIES} entries are listed.</p>"
+            "<p>{count} entries: only the first {MAX_ENTRIES} in name order are listed.</p>"
         );
     }
     page.push_str("</body>\n</html>\n");
@@ -98,7 +99,7 @@ mod tests {
                 entry("a#b?c.txt", false),
                 entry("sub", true),
             ],
-            false,
+            3,
         );
         assert!(page.contains("<title>Index of /d&lt;ir/</title>"), "{page}");
         assert!(

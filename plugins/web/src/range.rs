@@ -29,6 +29,9 @@ pub fn parse(header: &[u8], len: u64) -> Ranges {
         return Ranges::Full;
     };
     let mut wanted = Vec::new();
+    // `bytes=-5` of an empty file is satisfiable (RFC 9110 §14.1.1: a non-zero suffix) but
+    // selects nothing a 206 could describe: the whole, empty, file is sent, as by nginx.
+    let mut empty_suffix = false;
     for spec in specs.split(',') {
         let spec = spec.trim();
         if spec.is_empty() {
@@ -37,12 +40,13 @@ pub fn parse(header: &[u8], len: u64) -> Ranges {
         let Some(range) = parse_spec(spec) else {
             return Ranges::Full;
         };
+        empty_suffix |= len == 0 && matches!(range, Spec::Suffix(n) if n > 0);
         if let Some(range) = range.within(len) {
             wanted.push(range);
         }
     }
     if wanted.is_empty() {
-        return match specs.split(',').any(|s| !s.trim().is_empty()) {
+        return match !empty_suffix && specs.split(',').any(|s| !s.trim().is_empty()) {
             true => Ranges::Unsatisfiable,
             false => Ranges::Full,
         };
@@ -143,7 +147,12 @@ mod tests {
         assert_eq!(ranges("bytes=5000-6000", 1000), Ranges::Unsatisfiable);
         assert_eq!(ranges("bytes=-0", 1000), Ranges::Unsatisfiable);
         assert_eq!(ranges("bytes=0-", 0), Ranges::Unsatisfiable);
-        assert_eq!(ranges("bytes=-1", 0), Ranges::Unsatisfiable);
+        assert_eq!(ranges("bytes=-0", 0), Ranges::Unsatisfiable);
+        assert_eq!(
+            ranges("bytes=-1", 0),
+            Ranges::Full,
+            "satisfiable, and empty"
+        );
     }
 
     #[test]

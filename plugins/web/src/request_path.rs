@@ -75,7 +75,7 @@ impl RequestPath {
 
     /// Whether any name is hidden (starts with a dot), like `.git` or `.env`.
     pub fn is_hidden(&self) -> bool {
-        self.names.iter().any(|name| name.starts_with(b"."))
+        self.names.iter().any(|name| crate::root::is_hidden(name))
     }
 
     /// The path relative to the root (empty for the root itself).

@@ -117,10 +117,8 @@ impl Site {
     /// The listing page of the directory `relative`, asked for as `path`. It may stat
     /// thousands of files: run it on the blocking pool.
     pub fn listing(&self, path: &RequestPath, relative: &Path) -> io::Result<String> {
-        let (entries, truncated) =
-            self.root
-                .list(relative, self.show_dotfiles, listing::MAX_ENTRIES)?;
-        Ok(listing::render(path, entries, truncated))
+        let (entries, count) = self.root.list(relative, listing::MAX_ENTRIES)?;
+        Ok(listing::render(path, entries, count))
     }
 
     fn file(
@@ -167,14 +165,20 @@ impl Site {
         let Some(mime) = mime_guess::from_path(name).first() else {
             return self.default_type.clone();
         };
-        let textual = mime.type_() == mime_guess::mime::TEXT
+        // RFC 9239 made text/javascript the one type of JavaScript; mime_guess still says
+        // application/javascript for `.mjs`, so both extensions get the same answer.
+        let essence = match mime.essence_str() {
+            "application/javascript" => "text/javascript",
+            essence => essence,
+        };
+        let textual = essence.starts_with("text/")
             || matches!(
-                mime.essence_str(),
-                "application/javascript" | "application/json" | "application/xml" | "image/svg+xml"
+                essence,
+                "application/json" | "application/xml" | "image/svg+xml"
             );
         let value = match textual {
-            true => format!("{}; charset=utf-8", mime.essence_str()),
-            false => mime.essence_str().to_string(),
+            true => format!("{essence}; charset=utf-8"),
+            false => essence.to_string(),
         };
         HeaderValue::from_str(&value).unwrap_or_else(|_| self.default_type.clone())
     }
