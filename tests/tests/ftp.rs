@@ -516,7 +516,12 @@ fn ftps_with_a_self_signed_certificate() {
 context = ssl.create_default_context(cafile={cert:?})
 context.check_hostname = False
 f = ftplib.FTP_TLS(context=context); f.connect('127.0.0.1', PORT, timeout=20)
-f.auth(); f.login('alice', 'wonderland'); f.prot_p()
+f.auth(); f.login('alice', 'wonderland')
+try:
+    f.sendcmd('PROT P'); raise SystemExit('PROT accepted without PBSZ')
+except ftplib.error_perm as e:
+    assert str(e).startswith('503'), e
+f.prot_p()
 data = io.BytesIO(); f.retrbinary('RETR a.txt', data.write); assert data.getvalue() == b'hello\nworld\n'
 assert 'a.txt' in f.nlst()
 f.quit()
@@ -965,10 +970,99 @@ a.quit(); b.quit()
 }
 
 #[test]
+fn a_client_that_pipelines_commands_and_never_reads_is_closed_at_the_login_deadline() {
+    let site = Site::new("ftp-noread");
+    let (cert, key) = self_signed(site.dir.path());
+    let (mut host, port) = site.serve(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--login-timeout",
+        "2s",
+        "--idle-timeout",
+        "60",
+        "--max-connections",
+        "1",
+    ]);
+    python(
+        port,
+        r#"
+context = ssl.create_default_context(); context.check_hostname = False; context.verify_mode = ssl.CERT_NONE
+for tls in (False, True):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(('127.0.0.1', PORT)); s.settimeout(20)
+    started = time.time()
+    assert s.recv(1024).startswith(b'220 ')
+    if tls:
+        s.sendall(b'AUTH TLS\r\n'); assert s.recv(1024).startswith(b'234'); s = context.wrap_socket(s)
+    # Replies pile up unread until the server blocks writing one.
+    s.settimeout(0.5)
+    try:
+        while time.time() - started < 10:
+            s.sendall(b'HELP\r\n' * 50)
+    except OSError:
+        pass
+    blocked = time.time() - started
+    assert blocked < 2, 'the server never blocked writing replies (%.1f s)' % blocked
+    # The one slot is free again once the login deadline has closed the session.
+    while True:
+        other = socket.create_connection(('127.0.0.1', PORT), timeout=20)
+        greeting = other.recv(1024); other.close()
+        if greeting.startswith(b'220 '):
+            break
+        assert greeting.startswith(b'421 Too many connections'), greeting
+        assert time.time() - started < 8, 'the session outlived its login deadline (tls: %s)' % tls
+        time.sleep(0.2)
+    assert time.time() - started > 1.5, 'closed before the login deadline'
+    s.close()
+    time.sleep(0.3)  # the probe's own session ends before the next round takes the slot
+"#,
+    );
+    host.wait_for_line("the client did not log in in time");
+    host.stop();
+}
+
+#[test]
+fn an_over_long_line_during_a_transfer_gets_500_after_it() {
+    let site = Site::new("ftp-longxfer");
+    let (mut host, port) = site.serve(&[]);
+    python(
+        port,
+        r#"
+s = socket.create_connection(('127.0.0.1', PORT), timeout=20); replies = s.makefile('rb')
+assert replies.readline().startswith(b'220 ')
+s.sendall(b'USER anonymous\r\n'); replies.readline()
+s.sendall(b'PASS x\r\n'); assert replies.readline().startswith(b'230')
+s.sendall(b'EPSV\r\n'); port = int(replies.readline().split(b'|')[3])
+d = socket.create_connection(('127.0.0.1', port), timeout=20)
+s.sendall(b'RETR big.bin\r\n'); assert replies.readline().startswith(b'150')
+# The download waits for this client to read, so the line arrives while it runs; exactly the
+# cap, so that the server reads all of it and closes cleanly.
+s.sendall(b'A' * 4096); time.sleep(0.5)
+received = 0
+while True:
+    chunk = d.recv(1 << 20)
+    if not chunk: break
+    received += len(chunk)
+assert received == 50_000_000, received
+assert replies.readline() == b'226 Transfer complete.\r\n'
+assert replies.readline() == b'500 Command line too long.\r\n'
+assert replies.read(1) == b'', 'the session goes on after an over-long line'
+"#,
+    );
+    host.wait_for_line("anonymous downloaded /big.bin (50000000 bytes in ");
+    host.stop();
+}
+
+#[test]
 fn names_with_control_characters_never_reach_a_listing_raw() {
     let site = Site::new("ftp-names");
     std::fs::write(site.root().join("evil\r\n226 fake\r\nx"), "x").unwrap();
     std::fs::write(site.root().join("esc\x1b[31mred"), "x").unwrap();
+    std::fs::create_dir(site.root().join("csi\u{9b}31mred")).unwrap();
+    let latin1 = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"latin\x9b31m");
+    std::fs::write(site.root().join(latin1), "x").unwrap();
     let (mut host, port) = site.serve(&[]);
     python(
         port,
@@ -978,15 +1072,23 @@ def raw(command):
     data = io.BytesIO(); f.retrbinary(command, data.write); return data.getvalue()
 listing = raw('LIST')
 assert b'evil??226 fake??x' in listing and b'esc?[31mred' in listing, listing
+# C1 controls (CSI is U+009B, C2 9B in UTF-8; 9B alone in an 8-bit name) are escaped too.
+assert b'csi?31mred' in listing and b'latin?31m' in listing and b'\x9b' not in listing, listing
 assert all(line[:1] in b'-dl' for line in listing.split(b'\r\n') if line), listing
 assert listing.count(b'\r\n') == listing.count(b'\n'), 'a bare line end in LIST'
 for command in ('NLST', 'MLSD'):
     names = raw(command)
     assert b'a.txt' in names and b'evil' not in names and b'\x1b' not in names, (command, names)
+    assert b'csi' not in names and b'latin' not in names, (command, names)
 status = f.sendcmd('STAT /')
 assert 'evil??226 fake??x' in status and '\x1b' not in status, status
+assert 'csi?31mred' in status and '\x9b' not in status, status
 mlst = f.sendcmd('MLST esc\x1b[31mred')
 assert mlst.startswith('250') and 'esc?[31mred' in mlst and '\x1b' not in mlst, mlst
+mlst = f.sendcmd('MLST csi\x9b31mred')
+assert mlst.startswith('250') and 'csi?31mred' in mlst and '\x9b' not in mlst, mlst
+assert f.sendcmd('CWD csi\x9b31mred') == '250 Directory changed to "/csi?31mred"'
+assert f.sendcmd('PWD') == '257 "/csi?31mred" is the current directory.'
 f.quit()
 "#,
     );

@@ -92,19 +92,20 @@ pub struct Session {
     client: IpAddr,
     /// The address the client reached: passive ports open there.
     local: IpAddr,
-    started: Instant,
     pending_user: Option<Vec<u8>>,
     login: Option<LoggedIn>,
     failed_logins: u32,
     cwd: VirtualPath,
+    /// PBSZ was accepted: RFC 4217 wants it before PROT.
+    buffer_size_set: bool,
     /// PROT P: data connections are TLS.
     private: bool,
     passive: Option<Passive>,
     rest: u64,
     rename_from: Option<VirtualPath>,
     facts: Facts,
-    /// A command that arrived while a transfer ran, answered after it.
-    pending: Option<Vec<u8>>,
+    /// What arrived while a transfer ran, answered after it.
+    pending: Option<Incoming>,
 }
 
 impl Session {
@@ -113,11 +114,11 @@ impl Session {
             settings,
             client: peer.ip().to_canonical(),
             local: local.to_canonical(),
-            started: Instant::now(),
             pending_user: None,
             login: None,
             failed_logins: 0,
             cwd: VirtualPath::root(),
+            buffer_size_set: false,
             private: false,
             passive: None,
             rest: 0,
@@ -135,13 +136,14 @@ impl Session {
     }
 
     async fn serve(&mut self, stream: Stream, shutdown: &Shutdown) -> io::Result<()> {
-        let mut control = Control::new(stream, self.settings.idle_timeout);
+        let login_deadline = Instant::now() + self.settings.login_timeout;
+        let mut control = Control::new(stream, self.settings.idle_timeout, Some(login_deadline));
         control.reply(220, "host ftp ready.").await?;
         loop {
-            let line = match self.pending.take() {
-                Some(line) => line,
+            let incoming = match self.pending.take() {
+                Some(incoming) => incoming,
                 None => {
-                    let (deadline, why) = self.deadline();
+                    let (deadline, limit) = control.deadline();
                     let incoming = tokio::select! {
                         biased;
                         _ = shutdown.requested() => {
@@ -152,18 +154,20 @@ impl Session {
                     };
                     match incoming {
                         Err(_) => {
-                            control.reply(421, why).await?;
+                            control.reply(421, limit.reply()).await?;
                             break;
                         }
-                        Ok(Err(e)) => return Err(e),
-                        Ok(Ok(Incoming::Closed)) => return Ok(()),
-                        Ok(Ok(Incoming::TooLong)) => {
-                            control.reply(500, "Command line too long.").await?;
-                            break;
-                        }
-                        Ok(Ok(Incoming::Line(line))) => line,
+                        Ok(incoming) => incoming?,
                     }
                 }
+            };
+            let line = match incoming {
+                Incoming::Closed => return Ok(()),
+                Incoming::TooLong => {
+                    control.reply(500, "Command line too long.").await?;
+                    break;
+                }
+                Incoming::Line(line) => line,
             };
             match self.dispatch(&mut control, Command::parse(&line)).await? {
                 Flow::Continue => {}
@@ -181,16 +185,6 @@ impl Session {
         }
         control.close().await;
         Ok(())
-    }
-
-    /// When the next command must have arrived, and what the client is told if it has not.
-    fn deadline(&self) -> (Instant, &'static str) {
-        let idle = Instant::now() + self.settings.idle_timeout;
-        let login = self.started + self.settings.login_timeout;
-        match self.login.is_none() && login < idle {
-            true => (login, "Not logged in in time; closing."),
-            false => (idle, "Idle for too long; closing."),
-        }
     }
 
     fn log_out(&mut self) {
@@ -476,6 +470,7 @@ impl Session {
         settings.metrics.login(Login::Accepted);
         info!("{} logged in from {}", user.name, self.client);
         self.login = Some(LoggedIn { user, tree });
+        control.logged_in();
         done(control.reply(230, "Logged in.").await)
     }
 
@@ -505,7 +500,10 @@ impl Session {
 
     async fn pbsz(&mut self, control: &mut Control) -> io::Result<Flow> {
         done(match control.is_tls() {
-            true => control.reply(200, "PBSZ=0").await,
+            true => {
+                self.buffer_size_set = true;
+                control.reply(200, "PBSZ=0").await
+            }
             false => {
                 control
                     .reply(
@@ -527,6 +525,9 @@ impl Session {
                     )
                     .await,
             );
+        }
+        if !self.buffer_size_set {
+            return done(control.reply(503, "Send PBSZ 0 before PROT.").await);
         }
         done(match level {
             "P" => {
@@ -914,7 +915,8 @@ impl Session {
     }
 
     /// Runs a transfer while reading the control connection: ABOR ends it, a hang-up ends it
-    /// and the session, and any other command waits until it is over.
+    /// and the session, and anything else (another command, an over-long line) is answered
+    /// when it is over, as it would have been without a transfer.
     async fn watch(
         &mut self,
         control: &mut Control,
@@ -928,8 +930,8 @@ impl Session {
                     Ok(Incoming::Line(line)) if Command::parse(&line).verb == "ABOR" => {
                         return Ending::Aborted;
                     }
-                    Ok(Incoming::Line(line)) => self.pending = Some(line),
-                    _ => return Ending::ControlLost,
+                    Ok(Incoming::Closed) | Err(_) => return Ending::ControlLost,
+                    Ok(incoming) => self.pending = Some(incoming),
                 },
             }
         }
