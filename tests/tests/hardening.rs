@@ -416,7 +416,12 @@ fn a_stuck_reload_never_holds_up_the_signals() {
     host.wait_for_line(
         "[-] Received SIGHUP during a reload of faulty; it runs again once that one ends.",
     );
-    host.wait_for_line("[-] warning: A reload of faulty is still running after 3s.");
+    host.wait_for_line(
+        "[-] warning: A reload of faulty is still running after 2s; SIGHUP goes on without it.",
+    );
+    host.wait_for_line(
+        "[-] warning: Received SIGHUP, but the last reload of faulty has not returned; not reloaded again.",
+    );
     let signalled = Instant::now();
     host.signal(libc::SIGTERM);
     host.wait_for_line("[-] Received SIGTERM, shutting down.");
@@ -696,4 +701,64 @@ fn a_fifo_as_the_ftp_password_file_or_certificate_is_refused_at_once() {
         let expected = format!("host: ftp: {option} {fifo}: it is a FIFO, not a regular file");
         refused(&out, took, &expected);
     }
+}
+
+#[test]
+fn plugin_logs_are_never_written_through_a_symlink_or_waited_on() {
+    let dir = TempDir::new("plugin-logs");
+    let www = dir.join("www");
+    std::fs::create_dir(&www).unwrap();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let link = dir.join("link.log");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let fifo = dir.join("fifo.log");
+    mkfifo(&fifo);
+    let www = www.to_str().unwrap();
+    for (path, what) in [
+        (&link, "a symbolic link, which is not written through"),
+        (&fifo, "a FIFO, not a regular file"),
+    ] {
+        let path = path.to_str().unwrap();
+        let web = ["web", "--path", www, "--port", "0", "--access-log", path];
+        let socks = ["socks", "--listen", "tcp:0:interface=127.0.0.1", "-l", path];
+        for (plugin, log) in [(&web[..], "access log"), (&socks[..], "connection log")] {
+            let mut args = vec!["--pidfile", "", "-n"];
+            args.extend(plugin);
+            let (out, took) = run_in(dir.path(), &args);
+            assert_eq!(out.code(), Some(1), "{out:?}");
+            let stderr = out.stderr.trim_end();
+            assert!(!stderr.contains('\n'), "one line: {out:?}");
+            assert!(
+                stderr.contains(&format!("cannot open the {log} {path}: it is {what}")),
+                "{out:?}"
+            );
+            assert!(took < QUICK, "took {took:?}: {out:?}");
+        }
+    }
+    assert_eq!(text(&victim), "precious\n");
+
+    // SIGHUP reopens the access log: a FIFO put there meanwhile is refused, not waited on,
+    // and the signals after it still work.
+    let log = dir.join("access.log");
+    let mut host = Running::start(&[
+        "--pidfile",
+        "",
+        "-n",
+        "web",
+        "--path",
+        www,
+        "--port",
+        "0",
+        "--access-log",
+        log.to_str().unwrap(),
+    ]);
+    host.port();
+    std::fs::remove_file(&log).unwrap();
+    mkfifo(&log);
+    host.signal(libc::SIGHUP);
+    host.wait_for_line("it is a FIFO, not a regular file");
+    let stopped = Instant::now();
+    host.stop();
+    assert!(stopped.elapsed() < QUICK, "{:?}", stopped.elapsed());
 }

@@ -21,24 +21,11 @@ pub struct ConnectionLog {
 }
 
 impl ConnectionLog {
+    /// Through the kit's file policy: never through a symlink, never blocking on a FIFO, only
+    /// a regular file; created as the host's own log is (its umask decides the mode).
     pub fn open(path: &Path) -> Result<Self, String> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .custom_flags(nonblocking())
-            .open(path)
+        let file = plugin_api::files::open_append(path)
             .map_err(|e| format!("cannot open the connection log {}: {e}", path.display()))?;
-        let metadata = file
-            .metadata()
-            .map_err(|e| format!("cannot open the connection log {}: {e}", path.display()))?;
-        if !metadata.is_file() {
-            return Err(format!(
-                "cannot open the connection log {}: not a regular file",
-                path.display()
-            ));
-        }
         Ok(Self { file })
     }
 
@@ -52,11 +39,6 @@ impl ConnectionLog {
             .spawn(move || write_lines(self.file, receiver, &counted))?;
         Ok(LogLines { sender, dropped })
     }
-}
-
-/// O_NONBLOCK, so opening a FIFO by mistake fails the check above instead of hanging.
-fn nonblocking() -> i32 {
-    rustix::fs::OFlags::NONBLOCK.bits() as i32
 }
 
 fn write_lines(file: File, lines: Receiver<String>, dropped: &AtomicU64) {

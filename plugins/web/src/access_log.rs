@@ -13,11 +13,11 @@
 use chrono::Local;
 use http::header::{REFERER, USER_AGENT};
 use http::{Request, Version};
+use plugin_api::files;
 use plugin_api::tracing::{info, warn};
 use plugin_api::PeerAddr;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -278,18 +278,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Through the kit's file policy: never through a symlink, never blocking on a FIFO, only a
+/// regular file; created as the host's own log is (its umask decides the mode).
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .open(path)
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot open the access log {}: {e}", path.display()),
-            )
-        })
+    files::open_append(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot open the access log {}: {e}", path.display()),
+        )
+    })
 }
 
 #[cfg(test)]
