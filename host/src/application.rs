@@ -9,13 +9,14 @@
 
 use crate::admin::{Admin, Health};
 use crate::app::{Declared, OnFailure};
-use crate::instances::{lock, Ended, Instance, Maker, Running, State};
+use crate::instances::{self, lock, Ended, Instance, Maker, Running, State};
 use crate::logging::LogSink;
 use crate::process::privileges::{self, Identity};
 use crate::process::systemd;
 use crate::signals::{Received, Signals};
 use crate::supervisor::worker::WorkerRole;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -27,6 +28,11 @@ mod reread;
 
 /// How long SIGHUP's work may run before the log says that it is still running.
 const HANGUP_PATIENCE: Duration = Duration::from_secs(3);
+
+/// How long SIGHUP waits for the services' reloads before it goes on without those still
+/// running: less than [`HANGUP_PATIENCE`], so that the log names the stuck service rather than
+/// only the SIGHUP.
+const RELOAD_PATIENCE: Duration = Duration::from_secs(2);
 
 /// How long a plugin's `stop` may overrun `--shutdown-timeout` (it is given that as its own
 /// deadline) before the host stops waiting for it.
@@ -72,7 +78,7 @@ enum Event {
     Signal(Received),
     Ended(Ended),
     HangupProgress,
-    /// A second passed: the heartbeat `/healthz` watches, and systemd's watchdog.
+    /// A beat of the heartbeat `/healthz` watches (and systemd's watchdog was pinged).
     Tick,
 }
 
@@ -96,8 +102,21 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the main loop: {e}"))?;
+    // Inside the new root, neither the file nor the plugins' libraries can be found again.
+    let declared = match (declared, &settings.chroot) {
+        (Some(declared), Some(root)) => {
+            warn!(
+                "With --chroot {}, SIGHUP cannot read {} again: it only reloads the services; restart host to apply a changed file.",
+                root.display(),
+                declared.path.display()
+            );
+            None
+        }
+        (declared, _) => declared,
+    };
+    let settings = Arc::new(settings);
     let running = Running::new(instances);
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::new(Some(running.clone())));
     // A worker tells its master when it is up, and answers its questions for /metrics.
     let (reported, reported_health) = (running.clone(), health.clone());
     let started = move || {
@@ -135,22 +154,21 @@ fn run_on(
     running: Running,
     mut hangups: Hangups,
     mut ended: UnboundedReceiver<Ended>,
-    settings: &Settings,
+    settings: &Arc<Settings>,
     health: &Arc<Health>,
     started: impl FnOnce(),
 ) -> Result<(), String> {
     let mut signals = runtime
         .block_on(async { Signals::new() })
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    // Bound first: a guard in an `if let` scrutinee would live through its body.
-    let start_result = start_all(&running, settings, health);
-    let admin = match start_result {
-        Ok(admin) => admin,
-        Err(message) => {
-            error!("{message}");
-            return Err(message);
-        }
-    };
+    let (admin, stopped_early) =
+        match start_watching(runtime, &mut signals, &running, settings, health) {
+            Ok(started) => started,
+            Err(message) => {
+                error!("{message}");
+                return Err(message);
+            }
+        };
     health.set_ready();
     started();
     let count = running.list().len();
@@ -158,21 +176,19 @@ fn run_on(
         "STATUS=Serving {count} service{}",
         if count == 1 { "" } else { "s" }
     ));
-    let watchdog = systemd::watchdog_interval();
-    let mut last_ping = std::time::Instant::now();
 
     let mut failed = false;
     let ending = runtime.block_on(async {
-        let mut ticks = tokio::time::interval(
-            watchdog.map_or(Duration::from_secs(1), |w| w.min(Duration::from_secs(1))),
-        );
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if let Some((signal, _)) = stopped_early {
+            return Ending::Signal(signal);
+        }
+        let mut heartbeat = systemd::Heartbeat::new();
         loop {
             let event = tokio::select! {
                 received = signals.next() => Event::Signal(received),
                 Some(end) = ended.recv() => Event::Ended(end),
                 () = hangups.progress() => Event::HangupProgress,
-                _ = ticks.tick() => Event::Tick,
+                () = heartbeat.next() => Event::Tick,
             };
             match event {
                 Event::Signal(Received::Shutdown(signal)) => break Ending::Signal(signal),
@@ -182,16 +198,7 @@ fn run_on(
                     info!("Received SIGUSR2: upgrading in place needs --workers; ignored.")
                 }
                 Event::HangupProgress => {}
-                Event::Tick => {
-                    health.beat();
-                    // Pinged only from here: if this loop stalls, systemd notices.
-                    if let Some(every) = watchdog.filter(|every| last_ping.elapsed() >= *every) {
-                        last_ping = std::time::Instant::now();
-                        if let Err(e) = systemd::notify("WATCHDOG=1") {
-                            tracing::debug!("watchdog: {e} (every {every:?})");
-                        }
-                    }
-                }
+                Event::Tick => health.beat(),
                 Event::Ended((id, outcome)) => {
                     let mut list = running.list();
                     // An instance already replaced or stopped: its end is no news.
@@ -203,18 +210,15 @@ fn run_on(
                         break Ending::Ended(name, outcome);
                     }
                     match &outcome {
-                        Some(e) => {
-                            error!("{name} failed: {e}; the other services go on (on-failure = \"log\").");
-                            health.record_failure(&name, e);
-                        }
+                        Some(e) => error!("{name} failed: {e}; the other services go on (on-failure = \"log\")."),
                         None => info!("{name} ended by itself; the other services go on (on-failure = \"log\")."),
                     }
                     failed |= outcome.is_some();
                     let instance = list.remove(index);
-                    instance.set_state(match outcome {
-                        Some(_) => State::Failed,
-                        None => State::Stopped,
-                    });
+                    match &outcome {
+                        Some(e) => running.record_failure(&instance, e),
+                        None => instance.set_state(State::Stopped),
+                    }
                     // Whatever it still holds is released off this thread.
                     let deadline = settings.shutdown_timeout;
                     tokio::task::spawn_blocking(move || stop(&instance, deadline));
@@ -247,10 +251,13 @@ fn run_on(
         }
     };
 
-    let patience = settings.stop_patience();
+    // A stop signal during the start already spent some of the time to stop.
+    let spent = stopped_early.map_or(Duration::ZERO, |(_, at)| at.elapsed());
+    let patience = settings.stop_patience().saturating_sub(spent);
+    let deadline = settings.shutdown_timeout.saturating_sub(spent);
     let stopping = runtime.block_on(async {
         tokio::select! {
-            stopped = tokio::time::timeout(patience, stop_everything(&mut hangups, &running, settings.shutdown_timeout)) => Ok(stopped),
+            stopped = tokio::time::timeout(patience, stop_everything(&mut hangups, &running, deadline)) => Ok(stopped),
             signal = signals.shutdown(), if settings.second_signal_exits => Err(signal),
         }
     });
@@ -260,12 +267,23 @@ fn run_on(
             exit_now(&settings.log)
         }
         Ok(Err(_)) => {
-            let message = match hangups.is_running() {
-                true => format!(
+            // Those still in the list have not stopped.
+            let reloading: Vec<String> = running
+                .list()
+                .iter()
+                .filter(|instance| instance.is_reloading())
+                .map(|instance| instance.name().to_string())
+                .collect();
+            let message = match (hangups.is_running(), reloading.as_slice()) {
+                (true, _) => format!(
                     "could not stop: {} was still running after {patience:?}; exiting",
                     hangups.work.what()
                 ),
-                false => format!("the services did not stop within {patience:?}; exiting"),
+                (false, []) => format!("the services did not stop within {patience:?}; exiting"),
+                (false, names) => format!(
+                    "could not stop: a reload of {} was still running after {patience:?}; exiting",
+                    names.join(", ")
+                ),
             };
             error!("{message}");
             return Err(message);
@@ -285,10 +303,12 @@ fn run_on(
 /// what the ones before it left.
 async fn stop_everything(hangups: &mut Hangups, running: &Running, deadline: Duration) {
     hangups.finish().await;
-    let instances: Vec<Instance> = running.list().drain(..).rev().collect();
+    // Each stays in the list, reported as stopping, until it has stopped.
+    let instances: Vec<Instance> = running.list().iter().rev().cloned().collect();
     for instance in &instances {
         instance.set_state(State::Stopping);
     }
+    let running = running.clone();
     let _ = tokio::task::spawn_blocking(move || {
         let end = std::time::Instant::now() + deadline;
         for instance in &instances {
@@ -296,6 +316,7 @@ async fn stop_everything(hangups: &mut Hangups, running: &Running, deadline: Dur
                 instance,
                 end.saturating_duration_since(std::time::Instant::now()),
             );
+            running.list().retain(|i| i.id != instance.id);
         }
     })
     .await;
@@ -304,10 +325,17 @@ async fn stop_everything(hangups: &mut Hangups, running: &Running, deadline: Dur
 /// Stops one service, giving in-flight work `deadline` (in whole milliseconds, rounded up, so
 /// a service given what is left of a second is told a second).
 fn stop(instance: &Instance, deadline: Duration) {
+    if instance.is_reloading() {
+        warn!(
+            "{} has not returned from its reload; stopping it waits for that.",
+            instance.name()
+        );
+    }
     let deadline_ms = u64::try_from(deadline.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
-    if let Err(e) = lock(&instance.service).stop(deadline_ms).into_result() {
+    if let Err(e) = instance.stop(deadline_ms) {
         warn!("{} did not stop cleanly: {e}", instance.name());
     }
+    instance.release_claims();
     if instance.status().state != State::Failed {
         instance.set_state(State::Stopped);
     }
@@ -326,13 +354,75 @@ fn exit_now(log: &LogSink) -> ! {
     std::process::exit(1)
 }
 
+/// A stop signal that came while the services were starting, and when.
+type EarlyStop = (&'static str, std::time::Instant);
+
+/// Starts the services ([`start_all`]) on a thread of their own while this one answers signals:
+/// after SIGINT or SIGTERM, no service not yet started starts, and the one starting is waited
+/// for no longer than stopping may take. `Ok` holds the admin endpoint, and the stop signal
+/// that came during the start with when it came.
+fn start_watching(
+    runtime: &tokio::runtime::Runtime,
+    signals: &mut Signals,
+    running: &Running,
+    settings: &Arc<Settings>,
+    health: &Arc<Health>,
+) -> Result<(Option<Admin>, Option<EarlyStop>), String> {
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let (done, mut outcome) = tokio::sync::oneshot::channel();
+    {
+        let (running, settings, health) = (running.clone(), settings.clone(), health.clone());
+        let cancelled = cancelled.clone();
+        std::thread::Builder::new()
+            .name("start".into())
+            .spawn(move || {
+                let _ = done.send(start_all(&running, &settings, &health, &cancelled));
+            })
+            .map_err(|e| format!("cannot start the services: {e}"))?;
+    }
+    let ended = |outcome: Result<Result<Option<Admin>, String>, _>| {
+        outcome.unwrap_or_else(|_| Err("the services' start ended without a word".to_string()))
+    };
+    runtime.block_on(async {
+        let signal = tokio::select! {
+            outcome = &mut outcome => return ended(outcome).map(|admin| (admin, None)),
+            signal = signals.shutdown() => signal,
+        };
+        let at = std::time::Instant::now();
+        cancelled.store(true, Ordering::SeqCst);
+        info!("Received {signal} while starting: the services not yet started will not start.");
+        let patience = settings.stop_patience();
+        tokio::select! {
+            outcome = tokio::time::timeout(patience, &mut outcome) => match outcome {
+                Ok(outcome) => ended(outcome).map(|admin| (admin, Some((signal, at)))),
+                Err(_) => {
+                    let starting = running
+                        .list()
+                        .iter()
+                        .find(|instance| instance.status().state == State::Starting)
+                        .map_or_else(|| "a service".to_string(), |i| i.name().to_string());
+                    Err(format!(
+                        "could not stop: {starting} was still starting after {patience:?}; exiting"
+                    ))
+                }
+            },
+            again = signals.shutdown(), if settings.second_signal_exits => {
+                warn!("Received {again} again, exiting immediately.");
+                exit_now(&settings.log)
+            }
+        }
+    })
+}
+
 /// Binds every service (and the admin endpoint), then gives up privileges, then starts them in
 /// order: so a service may listen on port 80 and still never serve a client as root. If any
 /// step fails, what was started is stopped again, in reverse, and the error names the service.
+/// Once `cancelled`, the services not yet started are stopped and dropped from `running`.
 fn start_all(
     running: &Running,
     settings: &Settings,
     health: &Arc<Health>,
+    cancelled: &AtomicBool,
 ) -> Result<Option<Admin>, String> {
     let instances = running.list().clone();
     for (index, instance) in instances.iter().enumerate() {
@@ -358,7 +448,15 @@ fn start_all(
             return Err(e);
         }
     };
-    for instance in &instances {
+    for (index, instance) in instances.iter().enumerate() {
+        if cancelled.load(Ordering::SeqCst) {
+            let unstarted = &instances[index..];
+            stop_now(unstarted);
+            running
+                .list()
+                .retain(|i| unstarted.iter().all(|u| u.id != i.id));
+            break;
+        }
         let started = lock(&instance.service).start().into_result();
         if let Err(e) = started {
             stop_now(&instances);
@@ -419,10 +517,9 @@ impl HangupWork {
                 reread::apply(declared, &self.running, &self.maker, self.stop_timeout)
             }
             None => {
+                // Bound first: the list stays locked as long as its guard lives.
                 let instances: Vec<Instance> = self.running.list().clone();
-                for instance in &instances {
-                    instance.reload();
-                }
+                instances::reload(&instances, RELOAD_PATIENCE);
             }
         }
     }

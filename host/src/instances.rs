@@ -4,10 +4,11 @@
 
 use crate::app::ServiceSpec;
 use crate::plugin_host::{self, Shared};
-use abi_stable::std_types::RResult;
-use plugin_api::abi::{ServiceBox, RELOAD};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use abi_stable::std_types::{RResult, RString};
+use plugin_api::abi::{ServiceBox, ABOUT, METRICS, RELOAD};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::level_filters::LevelFilter;
@@ -35,6 +36,13 @@ pub struct Instance {
     pub service: SharedService,
     /// Where it is in its life: for the admin endpoint's `/services`.
     status: Arc<Mutex<Status>>,
+    /// Whether a `reload/1` call has yet to return: until it does, it holds the service.
+    reloading: Arc<AtomicBool>,
+    /// What it claimed from the host (systemd sockets), released when it stops.
+    shared: Shared,
+    /// Each extension's last answer, for when the service is too busy to answer again: a stop
+    /// holds it for as long as its connections drain.
+    answers: Arc<Mutex<HashMap<String, String>>>,
 }
 
 /// Where a service is in its life.
@@ -87,27 +95,61 @@ impl Instance {
     }
 
     /// Calls extension `name` of the service without waiting long for it: a service busy with
-    /// a reload or a stop (which hold it) gets `None` after `patience`, as does one without the
-    /// extension. For the admin endpoint, which must answer whatever the services are doing.
+    /// a reload or a stop (which hold it) gets its last answer after `patience`; one without
+    /// the extension, `None`. For the admin endpoint, which must answer whatever the services
+    /// are doing.
     pub fn ask(&self, name: &str, patience: Duration) -> Option<String> {
         let until = Instant::now() + patience;
         loop {
             if let Ok(mut service) = self.service.try_lock() {
-                return service
-                    .call_extension(name.into(), "".into())
-                    .into_option()
-                    .and_then(|reply| reply.into_result().ok())
-                    .map(|reply| reply.into_string());
+                return self.call(&mut service, name);
             }
             if Instant::now() >= until {
-                return None;
+                return self.answers().get(name).cloned();
             }
             std::thread::sleep(Duration::from_millis(5));
         }
     }
 
-    /// SIGHUP for a service that was not restarted: the `reload/1` extension, if it offers it.
-    pub fn reload(&self) {
+    /// Stops the service, giving in-flight work `deadline_ms`. What the admin endpoint reports
+    /// of it is asked first, so that while it drains it is reported as its drain began.
+    pub fn stop(&self, deadline_ms: u64) -> Result<(), RString> {
+        let mut service = lock(&self.service);
+        for name in [ABOUT, METRICS] {
+            self.call(&mut service, name);
+        }
+        service.stop(deadline_ms).into_result()
+    }
+
+    fn call(&self, service: &mut ServiceBox, name: &str) -> Option<String> {
+        let answer = service
+            .call_extension(name.into(), "".into())
+            .into_option()
+            .and_then(|reply| reply.into_result().ok())
+            .map(|reply| reply.into_string());
+        match &answer {
+            Some(answer) => self.answers().insert(name.to_string(), answer.clone()),
+            None => self.answers().remove(name),
+        };
+        answer
+    }
+
+    fn answers(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.answers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether its last `reload/1` call has yet to return.
+    pub fn is_reloading(&self) -> bool {
+        self.reloading.load(Ordering::SeqCst)
+    }
+
+    /// Lets a successor claim what this instance claimed from the host: once it has stopped.
+    pub fn release_claims(&self) {
+        self.shared.release(self.id);
+    }
+
+    /// The `reload/1` extension, if the service offers it.
+    fn reload(&self) {
         let name = self.name();
         match lock(&self.service)
             .call_extension(RELOAD.into(), "".into())
@@ -117,6 +159,54 @@ impl Instance {
             Some(Ok(_)) => info!("Received SIGHUP, reloaded {name}."),
             Some(Err(e)) => error!("Received SIGHUP, but {name} could not reload: {e}"),
             None => info!("Received SIGHUP, ignored ({name} cannot reload)."),
+        }
+    }
+}
+
+/// SIGHUP for services that were not restarted: each gets `reload/1` on a thread of its own,
+/// and they are waited for `patience` in all. A reload still running then is named and left
+/// to finish alone: it holds its service, which is not reloaded again (nor stopped by a
+/// re-read) until it returns, but the other services and later SIGHUPs no longer wait for it.
+pub fn reload(instances: &[Instance], patience: Duration) {
+    let until = Instant::now() + patience;
+    let mut waiting = Vec::new();
+    for instance in instances {
+        if instance.reloading.swap(true, Ordering::SeqCst) {
+            warn!(
+                "Received SIGHUP, but the last reload of {} has not returned; not reloaded again.",
+                instance.name()
+            );
+            continue;
+        }
+        let (done, finished) = mpsc::channel();
+        let reloaded = instance.clone();
+        let spawned = std::thread::Builder::new()
+            .name("reload".into())
+            .spawn(move || {
+                reloaded.reload();
+                reloaded.reloading.store(false, Ordering::SeqCst);
+                let _ = done.send(());
+            });
+        match spawned {
+            Ok(_) => waiting.push((instance, finished)),
+            Err(e) => {
+                instance.reloading.store(false, Ordering::SeqCst);
+                error!(
+                    "Received SIGHUP, but cannot reload {}: {e}",
+                    instance.name()
+                );
+            }
+        }
+    }
+    for (instance, finished) in waiting {
+        if finished
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+            .is_err()
+        {
+            warn!(
+                "A reload of {} is still running after {patience:?}; SIGHUP goes on without it.",
+                instance.name()
+            );
         }
     }
 }
@@ -178,23 +268,68 @@ impl Maker {
                 since: SystemTime::now(),
                 started: None,
             })),
+            reloading: Arc::default(),
+            shared: self.shared.clone(),
+            answers: Arc::default(),
         })
     }
 }
 
 /// The running services, in declaration order; shared by the main loop, SIGHUP's thread and
-/// the admin endpoint.
+/// the admin endpoint. Beside them, those that failed while running (`on-failure = "log"`):
+/// still reported, and what makes the host unhealthy, until the application file is read again.
 #[derive(Clone, Default)]
-pub struct Running(Arc<Mutex<Vec<Instance>>>);
+pub struct Running {
+    live: Arc<Mutex<Vec<Instance>>>,
+    failed: Arc<Mutex<Vec<(Instance, String)>>>,
+}
 
 impl Running {
     pub fn new(instances: Vec<Instance>) -> Self {
-        Self(Arc::new(Mutex::new(instances)))
+        Self {
+            live: Arc::new(Mutex::new(instances)),
+            failed: Arc::default(),
+        }
     }
 
     pub fn list(&self) -> MutexGuard<'_, Vec<Instance>> {
-        self.0
+        self.live
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn failed(&self) -> MutexGuard<'_, Vec<(Instance, String)>> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every service to report: those in the list (running, or stopping at shutdown), then
+    /// the failed ones.
+    pub fn reported(&self) -> Vec<Instance> {
+        let mut all = self.list().clone();
+        all.extend(self.failed().iter().map(|(instance, _)| instance.clone()));
+        all
+    }
+
+    /// `instance`, out of the list now, failed with `error`.
+    pub fn record_failure(&self, instance: &Instance, error: &str) {
+        instance.set_state(State::Failed);
+        self.failed().push((instance.clone(), error.to_string()));
+    }
+
+    /// Why the host is unhealthy: a line for each failed service.
+    pub fn failures(&self) -> Vec<String> {
+        self.failed()
+            .iter()
+            .map(|(instance, error)| format!("service {} failed: {error}", instance.name()))
+            .collect()
+    }
+
+    /// After the application file was read again and applied: a failed service that runs
+    /// again, or that the file no longer declares, is no longer the host's failure.
+    pub fn forget_failures(&self, declared: impl Fn(&str) -> bool) {
+        let live: Vec<String> = self.list().iter().map(|i| i.name().to_string()).collect();
+        self.failed().retain(|(instance, _)| {
+            declared(instance.name()) && !live.iter().any(|name| name == instance.name())
+        });
     }
 }

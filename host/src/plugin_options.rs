@@ -39,14 +39,14 @@ fn arg(spec: &OptionSpec) -> Arg {
     if spec.is_flag() {
         return arg.action(ArgAction::SetTrue);
     }
-    let kind = spec.kind;
+    let checked = spec.clone();
     arg = arg
         .action(if spec.repeatable {
             ArgAction::Append
         } else {
             ArgAction::Set
         })
-        .value_parser(move |value: &str| kind.check(value).map(|()| value.to_string()));
+        .value_parser(move |value: &str| checked.check(value).map(|()| value.to_string()));
     if let RSome(default) = &spec.default {
         arg = arg.default_value(default.to_string());
     }

@@ -149,7 +149,7 @@ plugin = "fastpoetry"
         format!("21:22: service 'c' would listen on TCP port {taken}, as service 'b' does"),
         "23:1: plugin 'newkinds' needs option 'server', which has no default".to_string(),
         format!("35:22: service 'f' would listen on Unix socket {}, as service 'e' does", dir.join("s.sock").display()),
-        "38:8: invalid service name 'g h': use up to 64 letters, digits, '-', '_' and '.'".to_string(),
+        "38:8: invalid service name 'g h': use up to 64 letters, digits, '-', '_' and '.', not starting with '-'".to_string(),
     ];
     // Lines about the fixture directory's broken plugins come first; then the file's problems.
     let lines: Vec<&str> = out
@@ -198,6 +198,41 @@ plugin = "fastpoetry"
             "{}: OK, 1 service: p (fastpoetry)",
             dir.join("good.toml").display()
         )
+    );
+}
+
+#[test]
+fn check_reports_an_invalid_value_once_not_also_as_missing_or_at_start() {
+    let dir = TempDir::new("app-invalid");
+    std::fs::write(
+        dir.join("app.toml"),
+        r#"[[service]]
+name = "d"
+plugin = "newkinds"
+options = { server = "localhost" }
+
+[[service]]
+name = "p"
+plugin = "fastpoetry"
+options = { port = 0, max-connections = -1 }
+"#,
+    )
+    .unwrap();
+    let out = check(&dir.join("app.toml"));
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    let file = dir.join("app.toml").display().to_string();
+    let problems: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.starts_with("host: warning: skipped"))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            format!("{file}:4:22: invalid value for option 'server': 'localhost' is not HOST:PORT (e.g. localhost:8080 or [::1]:8080)"),
+            format!("{file}:9:41: invalid value for option 'max-connections': '-1' is negative (0 means no limit)"),
+            format!("host: {file}: 2 problems; nothing was run"),
+        ]
     );
 }
 
@@ -539,4 +574,390 @@ fn with_uid_every_service_runs_as_that_user() {
         "{uid}"
     );
     host.stop();
+}
+
+/// The lines of `--check`'s stderr about the file (not the fixture directory's broken plugins).
+fn problems(out: &host_e2e::Finished) -> Vec<&str> {
+    out.stderr
+        .lines()
+        .filter(|l| !l.starts_with("host: warning: skipped"))
+        .collect()
+}
+
+#[test]
+fn check_judges_sockets_by_the_options_a_plugin_listens_on() {
+    let dir = TempDir::new("app-sockets");
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    // portforward listens on `port` (a string: a number or an endpoint); `dest_port` is where
+    // it connects, and two services may well connect to one place.
+    let (a, b, shared) = (free_port(), free_port(), free_port());
+    std::fs::write(
+        dir.join("forwards.toml"),
+        format!("[[service]]\nname = \"pf1\"\nplugin = \"portforward\"\noptions = {{ port = \"tcp:{a}\" }}\n\n[[service]]\nname = \"pf2\"\nplugin = \"portforward\"\noptions = {{ port = [\"{b}\", \"unix:pf.sock\"] }}\n"),
+    )
+    .unwrap();
+    let out = check(&dir.join("forwards.toml"));
+    assert_eq!(out.code(), Some(0), "{out:?}");
+
+    std::fs::write(
+        dir.join("clash.toml"),
+        format!(
+            r#"[[service]]
+name = "pf"
+plugin = "portforward"
+options = {{ port = ["tcp:{shared}:interface=127.0.0.1", "unix:pf.sock"] }}
+
+[[service]]
+name = "poetry"
+plugin = "fastpoetry"
+options = {{ port = {shared} }}
+
+[[service]]
+name = "dot"
+plugin = "fastpoetry"
+options = {{ listen = ["unix:./pf.sock", "unix:sub/../x.sock"] }}
+
+[[service]]
+name = "x"
+plugin = "fastpoetry"
+options = {{ listen = "unix:x.sock" }}
+
+[[service]]
+name = "bad"
+plugin = "fastpoetry"
+options = {{ port = 70000 }}
+
+[[service]]
+name = "default"
+plugin = "fastpoetry"
+
+[[service]]
+name = "-"
+plugin = "fastpoetry"
+options = {{ port = 0 }}
+"#
+        ),
+    )
+    .unwrap();
+    let out = check(&dir.join("clash.toml"));
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    let file = dir.join("clash.toml").display().to_string();
+    let socket = |name: &str| dir.join(name).display().to_string();
+    assert_eq!(
+        problems(&out),
+        [
+            format!("{file}:9:20: service 'poetry' would listen on TCP port {shared}, as service 'pf' does"),
+            format!("{file}:14:22: service 'dot' would listen on Unix socket {}, as service 'pf' does", socket("pf.sock")),
+            format!("{file}:19:22: service 'x' would listen on Unix socket {}, as service 'dot' does", socket("x.sock")),
+            // The bad port is reported once: its default does not clash with 'default' too.
+            format!("{file}:24:20: invalid value for option 'port': '70000' is not a port number (0 to 65535)"),
+            format!("{file}:31:8: invalid service name '-': use up to 64 letters, digits, '-', '_' and '.', not starting with '-'"),
+            format!("host: {file}: 5 problems; nothing was run"),
+        ]
+    );
+}
+
+#[test]
+fn sighup_runs_the_check_on_a_relative_file_after_rundir_and_refuses_an_empty_one() {
+    let dir = TempDir::new("app-hup-relative");
+    let rundir = TempDir::new("app-hup-rundir");
+    std::fs::create_dir(dir.join("conf")).unwrap();
+    let (first, added) = (free_port(), free_port());
+    let service = |name: &str, port: u16| {
+        format!("[[service]]\nname = \"{name}\"\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\", poem = \"../science.txt\" }}\n\n")
+    };
+    std::fs::copy(poem("science.txt"), dir.join("science.txt")).unwrap();
+    let app = dir.join("conf/app.toml");
+    std::fs::write(&app, service("first", first)).unwrap();
+    let plugins = fixture_dir();
+    let mut command = host_e2e::host_command(&[
+        "--pidfile",
+        "",
+        "--plugin-dir",
+        plugins.to_str().unwrap(),
+        "--rundir",
+        rundir.path().to_str().unwrap(),
+        "-n",
+        "-y",
+        "conf/app.toml",
+    ]);
+    command.current_dir(dir.path());
+    let mut host = Running::spawn(&mut command);
+    host.wait_for_line(&format!("[first] fastpoetry starting on tcp:{first}"));
+
+    // Read again from where it was, whatever the run directory.
+    std::fs::write(
+        &app,
+        [service("first", first), service("added", added)].concat(),
+    )
+    .unwrap();
+    host.signal(libc::SIGHUP);
+    let summary = host.wait_for_line("Received SIGHUP, re-read");
+    assert!(
+        summary.ends_with("added added; removed none; restarted none; unchanged first."),
+        "{summary}"
+    );
+    assert_eq!(fetch(added).len(), 653);
+
+    // A file that --check refuses changes nothing on SIGHUP either.
+    for (index, empty) in ["", "# every service is gone\n[host]\n"]
+        .into_iter()
+        .enumerate()
+    {
+        std::fs::write(&app, empty).unwrap();
+        let out = check(&app);
+        assert_eq!(out.code(), Some(2), "{out:?}");
+        let refusal = format!(
+            "{}: declares no service (add a [[service]] table) and no plugin was named",
+            app.display()
+        );
+        assert_eq!(problems(&out)[0], refusal);
+        host.signal(libc::SIGHUP);
+        let until = Instant::now() + PATIENCE;
+        while host
+            .stdout()
+            .matches("has 1 problem; nothing changed.")
+            .count()
+            <= index
+        {
+            assert!(Instant::now() < until, "no refusal:\n{}", host.stdout());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(host.stdout().contains(&format!("error: {refusal}")));
+        assert_eq!(fetch(first).len(), 653);
+        assert_eq!(fetch(added).len(), 653);
+    }
+    host.stop();
+}
+
+#[test]
+fn with_chroot_the_host_says_at_start_that_sighup_cannot_read_the_file_again() {
+    if !host_e2e::is_root() {
+        eprintln!("skipped: needs root to chroot");
+        return;
+    }
+    let dir = TempDir::new("app-chroot");
+    let root = TempDir::new("app-chroot-root");
+    let port = free_port();
+    std::fs::write(
+        dir.join("app.toml"),
+        format!("[[service]]\nname = \"poetry\"\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\" }}\n"),
+    )
+    .unwrap();
+    let app = dir.join("app.toml");
+    let mut host = start_host(&[
+        "--chroot",
+        root.path().to_str().unwrap(),
+        "-n",
+        "-y",
+        app.to_str().unwrap(),
+    ]);
+    host.wait_for_line(&format!(
+        "warning: With --chroot {}, SIGHUP cannot read {} again: it only reloads the services; restart host to apply a changed file.",
+        root.path().display(),
+        app.display()
+    ));
+    host.wait_for_line("Changed root to");
+    host.signal(libc::SIGHUP);
+    host.wait_for_line("Received SIGHUP, reloaded poetry.");
+    assert_eq!(fetch(port).len(), 3003);
+    host.stop();
+}
+
+#[test]
+fn a_systemd_socket_follows_its_service_through_a_restart_and_a_rename() {
+    let dir = TempDir::new("app-systemd-hup");
+    std::fs::copy(poem("science.txt"), dir.join("science.txt")).unwrap();
+    let app = dir.join("app.toml");
+    let write = |name: &str, poem: &str| {
+        std::fs::write(
+            &app,
+            format!("[[service]]\nname = \"{name}\"\nplugin = \"fastpoetry\"\noptions = {{ listen = \"systemd:index=0\", poem = \"{poem}\" }}\n"),
+        )
+        .unwrap();
+    };
+    write("s0", "science.txt");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut command = host_e2e::socket_activated(
+        &listener,
+        &["--pidfile", "", "-n", "-y", app.to_str().unwrap()],
+    );
+    let mut host = Running::spawn(&mut command);
+    drop(listener);
+    host.wait_for_line(&format!("[s0] fastpoetry starting on tcp:{port}"));
+    assert_eq!(fetch(port).len(), 653);
+
+    write("s0", &poem("ecstasy.txt").display().to_string());
+    host.signal(libc::SIGHUP);
+    let summary = host.wait_for_line("Received SIGHUP, re-read");
+    assert!(
+        summary.ends_with("restarted s0; unchanged none."),
+        "{summary}"
+    );
+    assert_eq!(fetch(port).len(), 3003, "restarted on the same socket");
+
+    write("s1", "science.txt");
+    host.signal(libc::SIGHUP);
+    host.wait_for_line(&format!("[s1] fastpoetry starting on tcp:{port}"));
+    assert_eq!(fetch(port).len(), 653, "renamed, on the same socket");
+    assert!(!host.stdout().contains("already used"), "{}", host.stdout());
+    host.stop();
+}
+
+#[test]
+fn a_stuck_reload_is_named_and_later_sighups_go_on_without_it() {
+    let dir = TempDir::new("app-stuck");
+    let (poetry, added) = (free_port(), free_port());
+    let app = dir.join("app.toml");
+    let stuck = "[[service]]\nname = \"stuck\"\nplugin = \"faulty\"\noptions = { hang-in-reload = true }\n\n";
+    let service = |name: &str, port: u16| {
+        format!("[[service]]\nname = \"{name}\"\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\" }}\n\n")
+    };
+    std::fs::write(
+        &app,
+        [stuck.to_string(), service("poetry", poetry)].concat(),
+    )
+    .unwrap();
+    let mut host = start_host(&[
+        "--shutdown-timeout",
+        "0.5",
+        "-n",
+        "-y",
+        app.to_str().unwrap(),
+    ]);
+    host.wait_for_line("[stuck] faulty started");
+    host.signal(libc::SIGHUP);
+    host.wait_for_line("[stuck] reloading, and never finishing");
+    host.wait_for_line(
+        "[-] warning: A reload of stuck is still running after 2s; SIGHUP goes on without it.",
+    );
+    host.wait_for_line("Received SIGHUP, re-read");
+
+    // The next SIGHUP applies the file, leaving the stuck service alone.
+    std::fs::write(
+        &app,
+        [
+            stuck.to_string(),
+            service("poetry", poetry),
+            service("added", added),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    host.signal(libc::SIGHUP);
+    host.wait_for_line(
+        "[-] warning: Received SIGHUP, but the last reload of stuck has not returned; not reloaded again.",
+    );
+    let summary = host.wait_for_line("added added;");
+    assert!(summary.ends_with("unchanged stuck, poetry."), "{summary}");
+    assert_eq!(fetch(added).len(), 3003);
+
+    // Stopping it would wait for the reload: a file without it changes nothing.
+    std::fs::write(&app, service("poetry", poetry)).unwrap();
+    host.signal(libc::SIGHUP);
+    host.wait_for_line(
+        "Received SIGHUP, but stuck would stop, and its last reload has not returned; nothing changed.",
+    );
+    assert_eq!(fetch(added).len(), 3003);
+
+    host.signal(libc::SIGTERM);
+    let status = host.wait();
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        host.stderr().contains(
+            "host: could not stop: a reload of stuck was still running after 2.5s; exiting"
+        ),
+        "{}",
+        host.stderr()
+    );
+}
+
+#[test]
+fn a_service_that_panics_while_running_has_failed() {
+    let dir = TempDir::new("app-panic");
+    let port = free_port();
+    std::fs::write(
+        dir.join("app.toml"),
+        format!("[[service]]\nname = \"poetry\"\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\" }}\n\n[[service]]\nname = \"fragile\"\nplugin = \"faulty\"\noptions = {{ panic-in = \"running\" }}\n"),
+    )
+    .unwrap();
+    let mut host = start_host(&["-n", "-y", dir.join("app.toml").to_str().unwrap()]);
+    assert_eq!(host.wait().code(), Some(1), "{}", host.stdout());
+    assert!(
+        host.stderr()
+            .contains("host: fragile failed: panicked: told to panic in running"),
+        "{}",
+        host.stderr()
+    );
+    assert!(refused(port));
+
+    // One plugin, no file: the same.
+    let mut host = start_host(&["-n", "faulty", "--panic-in", "running"]);
+    assert_eq!(host.wait().code(), Some(1), "{}", host.stdout());
+    assert!(
+        host.stderr()
+            .contains("host: faulty failed: panicked: told to panic in running"),
+        "{}",
+        host.stderr()
+    );
+}
+
+#[test]
+fn a_stop_signal_during_the_start_starts_nothing_more_and_waits_at_most_the_shutdown_timeout() {
+    let dir = TempDir::new("app-slow");
+    let port = free_port();
+    let app = dir.join("app.toml");
+    let write = |slow_ms: u32| {
+        std::fs::write(
+            &app,
+            format!("[[service]]\nname = \"slow\"\nplugin = \"faulty\"\noptions = {{ slow-start = {slow_ms} }}\n\n[[service]]\nname = \"poetry\"\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\" }}\n"),
+        )
+        .unwrap();
+    };
+    write(2000);
+    let mut host = start_host(&["-n", "-y", app.to_str().unwrap()]);
+    host.wait_for_line(&format!("[poetry] fastpoetry starting on tcp:{port}"));
+    // Bound; now well into the slow start, which logs nothing before it ends.
+    std::thread::sleep(Duration::from_millis(500));
+    host.signal(libc::SIGTERM);
+    host.wait_for_line(
+        "[-] Received SIGTERM while starting: the services not yet started will not start.",
+    );
+    assert_eq!(host.wait().code(), Some(0), "{}", host.stdout());
+    let log = host.stdout();
+    let (before, after) = log.split_once("[slow] faulty started").unwrap();
+    assert!(!before.contains("Stopped poetry."), "{log}");
+    assert!(after.contains("[-] Stopped poetry."), "{log}");
+    assert!(refused(port));
+
+    // A start that never ends is waited for as long as a stop may take.
+    write(60_000);
+    let mut host = start_host(&[
+        "--shutdown-timeout",
+        "0.5",
+        "-n",
+        "-y",
+        app.to_str().unwrap(),
+    ]);
+    host.wait_for_line(&format!("[poetry] fastpoetry starting on tcp:{port}"));
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = Instant::now();
+    host.signal(libc::SIGTERM);
+    let status = host
+        .wait_within(Duration::from_secs(10))
+        .expect("gives up on the start");
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert!(
+        host.stderr()
+            .contains("host: could not stop: slow was still starting after 2.5s; exiting"),
+        "{}",
+        host.stderr()
+    );
+    assert!(refused(port));
 }

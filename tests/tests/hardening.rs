@@ -762,3 +762,26 @@ fn plugin_logs_are_never_written_through_a_symlink_or_waited_on() {
     host.stop();
     assert!(stopped.elapsed() < QUICK, "{:?}", stopped.elapsed());
 }
+
+#[test]
+fn an_ssl_key_or_certificate_that_is_a_fifo_is_refused_at_once() {
+    // Read with one open, checked with fstat: a FIFO put in place of a key cannot hang the host,
+    // however it is timed against a check.
+    let dir = TempDir::new("ssl-fifo");
+    let fifo = dir.join("key.pem");
+    mkfifo(&fifo);
+    let fifo = fifo.to_str().unwrap();
+    let listen = format!("ssl:0:interface=127.0.0.1:privateKey={fifo}:certKey={fifo}");
+    let (out, took) = run_in(
+        dir.path(),
+        &["--pidfile", "", "-n", "fastpoetry", "--listen", &listen],
+    );
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("{fifo}: it is a FIFO, not a regular file"))
+            && !out.stderr.trim_end().contains('\n'),
+        "{out:?}"
+    );
+    assert!(took < QUICK, "took {took:?}: {out:?}");
+}

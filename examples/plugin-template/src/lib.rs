@@ -4,7 +4,9 @@
 //! `privileged_start` and serves in `start` through the kit's serving loop, logging, graceful
 //! stop, and a unit test.
 
-use plugin_api::tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use plugin_api::tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 use plugin_api::{
     ConnectionLimits, Endpoint, Listener, OptionKind, OptionSpec, Options, Result, Service,
     Shutdown, Tasks, export_service_maker, tokio, tracing,
@@ -28,7 +30,7 @@ fn options() -> Vec<OptionSpec> {
         OptionSpec::param(
             "max-line",
             OptionKind::INTEGER,
-            "Longest line echoed, in bytes.",
+            "Longest line echoed, in bytes; a longer one ends the connection.",
         )
         .default("4096"),
         OptionSpec::flag("upper", "Echo in upper case."),
@@ -101,27 +103,46 @@ impl Service for Echo {
     }
 }
 
-/// Echoes lines until the client leaves or the host asks the service to stop.
+/// Echoes lines until the client leaves, sends a line longer than `--max-line`, or the host
+/// asks the service to stop.
 async fn echo(
     stream: impl AsyncRead + AsyncWrite,
     settings: &Settings,
     shutdown: &Shutdown,
 ) -> Result<()> {
     let (reader, mut writer) = tokio::io::split(stream);
-    let mut lines = BufReader::new(reader).lines();
+    let mut reader = BufReader::new(reader);
     writer
         .write_all(format!("{}\n", settings.greeting).as_bytes())
         .await?;
+    // Room for the longest line and its newline, and no more: reading until a newline without
+    // a bound would let one client fill the server's memory.
+    let limit = settings.max_line.saturating_add(1) as u64;
+    let mut line = Vec::new();
     loop {
-        let line = tokio::select! {
+        line.clear();
+        let mut bounded = (&mut reader).take(limit);
+        let read = tokio::select! {
             _ = shutdown.requested() => break,
-            line = lines.next_line() => line?,
+            read = bounded.read_until(b'\n', &mut line) => read?,
         };
-        let Some(line) = line else { break };
-        let reply = match line.len() > settings.max_line {
-            true => "line too long".to_string(),
-            false if settings.upper => line.to_uppercase(),
-            false => line,
+        if read == 0 {
+            break;
+        }
+        let text = match line.strip_suffix(b"\n") {
+            Some(text) => text,
+            // The client's last line, without a newline.
+            None if (read as u64) < limit => &line,
+            // As Twisted's LineReceiver does: a line over the limit ends the connection.
+            None => {
+                writer.write_all(b"line too long\n").await?;
+                break;
+            }
+        };
+        let text = String::from_utf8_lossy(text.strip_suffix(b"\r").unwrap_or(text));
+        let reply = match settings.upper {
+            true => text.to_uppercase(),
+            false => text.into_owned(),
         };
         writer.write_all(format!("{reply}\n").as_bytes()).await?;
     }
@@ -155,11 +176,39 @@ mod tests {
                 let shutdown = Tasks::standalone().shutdown();
                 echo(server, &settings, &shutdown).await.unwrap();
             });
-            client.write_all(b"abc\ntoo long\n").await.unwrap();
+            client.write_all(b"abc\nlast").await.unwrap();
             client.shutdown().await.unwrap();
             let mut reply = String::new();
             client.read_to_string(&mut reply).await.unwrap();
-            assert_eq!(reply, "hi\nABC\nline too long\n");
+            assert_eq!(reply, "hi\nABC\nLAST\n");
+            serving.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_line_over_the_limit_ends_the_connection_without_being_read_whole() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let (client, server) = tokio::io::duplex(64);
+            let (mut from_server, mut to_server) = tokio::io::split(client);
+            let settings = Settings {
+                greeting: "hi".into(),
+                max_line: 5,
+                upper: false,
+            };
+            let serving = tokio::spawn(async move {
+                let shutdown = Tasks::standalone().shutdown();
+                echo(server, &settings, &shutdown).await.unwrap();
+            });
+            // A line that never ends: the server must answer without waiting for its end.
+            tokio::spawn(async move { while to_server.write_all(b"abcdefgh").await.is_ok() {} });
+            let mut reply = String::new();
+            let read = from_server.read_to_string(&mut reply);
+            tokio::time::timeout(std::time::Duration::from_secs(10), read)
+                .await
+                .expect("the server answers")
+                .unwrap();
+            assert_eq!(reply, "hi\nline too long\n");
             serving.await.unwrap();
         });
     }

@@ -154,15 +154,17 @@ fn problem_at(place: &Place, option: Option<&str>, message: String) -> Problem {
 }
 
 fn valid_name(name: &str) -> Result<(), String> {
+    // `-` stands for the host itself in the log: no service may look like it.
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME
+        && !name.starts_with('-')
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     match valid {
         true => Ok(()),
         false => Err(format!(
-            "invalid service name '{name}': use up to {MAX_NAME} letters, digits, '-', '_' and '.'"
+            "invalid service name '{name}': use up to {MAX_NAME} letters, digits, '-', '_' and '.', not starting with '-'"
         )),
     }
 }
@@ -178,7 +180,8 @@ pub fn file_values(
     tapname: &str,
 ) -> (Vec<OptionValue>, Vec<Problem>) {
     let mut problems = Vec::new();
-    let mut given: HashMap<&str, Vec<String>> = HashMap::new();
+    // `None` for a value given but invalid: its problem is reported, and it is not also missing.
+    let mut given: HashMap<&str, Option<Vec<String>>> = HashMap::new();
     for (key, value) in &entry.options {
         let Some(spec) = specs.iter().find(|s| s.long.as_str() == key.value) else {
             let hint = suggest(&key.value, specs.iter().map(|s| s.long.as_str()))
@@ -190,17 +193,20 @@ pub fn file_values(
             ));
             continue;
         };
-        match arguments(dir, spec, value) {
-            Ok(arguments) => {
-                given.insert(spec.long.as_str(), arguments);
+        let arguments = match arguments(dir, spec, value) {
+            Ok(arguments) => Some(arguments),
+            Err(problem) => {
+                problems.push(problem);
+                None
             }
-            Err(problem) => problems.push(problem),
-        }
+        };
+        given.insert(spec.long.as_str(), arguments);
     }
     let mut values = Vec::new();
     for spec in specs {
         let arguments = match (given.remove(spec.long.as_str()), &spec.default) {
-            (Some(arguments), _) => arguments,
+            (Some(Some(arguments)), _) => arguments,
+            (Some(None), _) => continue,
             (None, abi_stable::std_types::RSome(default)) => vec![default.to_string()],
             (None, _) if spec.kind.is_required() => {
                 problems.push(Problem::at(
@@ -264,30 +270,50 @@ fn arguments(
                     ),
                 )
             })?;
-            spec.kind.check(&text).map_err(|why| {
+            spec.check(&text).map_err(|why| {
                 Problem::at(
                     &item.at,
                     format!("invalid value for option '{long}': {why}"),
                 )
             })?;
-            Ok(relative_to(dir, spec.kind, text))
+            Ok(relative_to(dir, spec, text))
         })
         .collect()
 }
 
 /// A path written in the file means a path next to the file, wherever host was started.
-fn relative_to(dir: &Path, kind: OptionKind, text: String) -> String {
-    match kind.base() {
+fn relative_to(dir: &Path, spec: &OptionSpec, text: String) -> String {
+    match spec.kind.base() {
         OptionKind::PATH => dir.join(&text).to_string_lossy().into_owned(),
-        OptionKind::ENDPOINT => match text.parse::<Endpoint>() {
-            Ok(endpoint) => endpoint.relative_to(dir).to_string(),
-            Err(_) => text,
-        },
         OptionKind::CLIENT_ENDPOINT => match text.parse::<ClientEndpoint>() {
             Ok(endpoint) => endpoint.relative_to(dir).to_string(),
             Err(_) => text,
         },
-        _ => text,
+        _ => match listen_endpoint(spec, &text) {
+            Some(endpoint) if endpoint.relative_to(dir) != endpoint => {
+                endpoint.relative_to(dir).to_string()
+            }
+            _ => text,
+        },
+    }
+}
+
+/// The option a service listens on when it is given no endpoint option, by the convention of
+/// the kit's `Options::listen_endpoints`.
+const LISTEN_PORT: &str = "port";
+
+/// The endpoint `text` tells a service to listen on, if `spec` is one of its listen options:
+/// an endpoint option, or the one named [`LISTEN_PORT`], which holds a port number or (in
+/// portforward, after twistd's strports) an endpoint. Other port options, such as
+/// portforward's `dest_port`, say where a service connects, not where it listens.
+fn listen_endpoint(spec: &OptionSpec, text: &str) -> Option<Endpoint> {
+    match spec.kind.base() {
+        OptionKind::ENDPOINT => text.parse().ok(),
+        _ if spec.long.as_str() == LISTEN_PORT => match text.parse::<u16>() {
+            Ok(port) => Some(Endpoint::tcp(port, None)),
+            Err(_) => text.parse().ok(),
+        },
+        _ => None,
     }
 }
 
@@ -326,6 +352,22 @@ enum Socket {
 }
 
 impl Socket {
+    /// The socket `endpoint` listens on; `None` for TCP port 0, which never clashes.
+    fn of(endpoint: Endpoint) -> Option<Self> {
+        match endpoint {
+            Endpoint::Tcp {
+                port, interface, ..
+            }
+            | Endpoint::Ssl {
+                port, interface, ..
+            } => (port != 0).then_some(Self::Tcp(port, interface)),
+            Endpoint::Unix { path, .. } => Some(Self::Unix(socket_file(path))),
+            Endpoint::Systemd { index, .. } => Some(Self::Systemd(index)),
+            // A kind of endpoint newer than this check: not judged.
+            _ => None,
+        }
+    }
+
     fn clashes_with(&self, other: &Socket) -> bool {
         match (self, other) {
             (Self::Tcp(a, ia), Self::Tcp(b, ib)) => {
@@ -344,50 +386,44 @@ impl Socket {
     }
 }
 
-/// The sockets a service will listen on, with the option each comes from: every endpoint
-/// option given; if none is, every port option (a plugin listens on `--port` unless told
-/// `--listen`, by the convention of twistd's plugins).
+/// Where a Unix socket's file will be, however it is spelt (`./x.sock`, `sub/../x.sock`, a
+/// symlinked directory): its directory resolved as the system resolves it, when it exists.
+fn socket_file(path: PathBuf) -> PathBuf {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return path;
+    };
+    let dir = match dir.as_os_str().is_empty() {
+        true => Path::new("."),
+        false => dir,
+    };
+    std::fs::canonicalize(dir).map_or(path.clone(), |dir| dir.join(name))
+}
+
+/// The sockets a service will listen on, with the option each comes from: those of every
+/// endpoint option given, or, if none is, of the port option (see [`listen_endpoint`]).
 fn sockets(service: &ServiceSpec) -> Vec<(Socket, String)> {
     let Ok(specs) = service.plugin().options() else {
         return Vec::new();
     };
-    let specs = &specs;
-    let of_kind = |kind: OptionKind| {
-        service.values.iter().filter(move |value| {
-            specs
-                .iter()
-                .any(|s| s.long == value.long && s.kind.base() == kind)
-        })
-    };
+    // Each with whether it comes from an endpoint option.
     let mut found = Vec::new();
-    for value in of_kind(OptionKind::ENDPOINT) {
+    for value in &service.values {
+        let Some(spec) = specs.iter().find(|s| s.long == value.long) else {
+            continue;
+        };
         for text in value.values.iter() {
-            let socket = match text.parse::<Endpoint>() {
-                Ok(
-                    Endpoint::Tcp {
-                        port, interface, ..
-                    }
-                    | Endpoint::Ssl {
-                        port, interface, ..
-                    },
-                ) if port != 0 => Socket::Tcp(port, interface),
-                Ok(Endpoint::Unix { path, .. }) => Socket::Unix(path),
-                Ok(Endpoint::Systemd { index, .. }) => Socket::Systemd(index),
-                _ => continue,
-            };
-            found.push((socket, value.long.to_string()));
-        }
-    }
-    if found.is_empty() {
-        for value in of_kind(OptionKind::PORT) {
-            for text in value.values.iter() {
-                if let Ok(port @ 1..) = text.parse::<u16>() {
-                    found.push((Socket::Tcp(port, None), value.long.to_string()));
-                }
+            if let Some(endpoint) = listen_endpoint(spec, text) {
+                let endpoint_option = spec.kind.base() == OptionKind::ENDPOINT;
+                found.push((endpoint_option, endpoint, value.long.to_string()));
             }
         }
     }
+    let endpoint_options = found.iter().any(|(endpoint_option, ..)| *endpoint_option);
     found
+        .into_iter()
+        .filter(|(endpoint_option, ..)| *endpoint_option == endpoint_options)
+        .filter_map(|(_, endpoint, option)| Some((Socket::of(endpoint)?, option)))
+        .collect()
 }
 
 fn shared_sockets(services: &[ServiceSpec], places: &[Place]) -> Vec<Problem> {

@@ -5,17 +5,19 @@ pub mod check;
 pub mod file;
 pub mod settings;
 
-pub use check::{check, Origin, ServiceSpec};
-pub use file::{AppFile, OnFailure};
+pub use check::{Origin, ServiceSpec};
+pub use file::{AppFile, OnFailure, Problem};
 
 use crate::Finder;
-use dropin_cache::Plugin;
+use clap::ArgMatches;
+use dropin_cache::{Discovery, Plugin};
 use plugin_api::abi::{OptionSpec, OptionValue};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where the running services were declared, so that SIGHUP can read them again: the
 /// application file, and the plugin named on the command line (which stays as it was).
 pub struct Declared {
+    /// The file's absolute path, made so at start: by SIGHUP, the host may be in its `--rundir`.
     pub path: PathBuf,
     pub finder: Finder,
     pub command_line: Option<ServiceSpec>,
@@ -23,20 +25,54 @@ pub struct Declared {
 
 impl Declared {
     /// The services as declared now: the file read and checked again, against the plugins
-    /// found now. `Err` holds every problem, one line each.
+    /// found now, exactly as `--check` would. `Err` holds every problem, one line each.
     pub fn reread(&self) -> Result<Vec<ServiceSpec>, Vec<String>> {
-        let (file, mut problems) = AppFile::read(&self.path).map_err(|e| vec![e])?;
-        if let Err(more) = settings::host_matches(&file) {
-            problems.extend(more);
-        }
-        let discovery = self.finder.discover();
-        let (services, more) = check(&file, &discovery, self.command_line.clone());
-        problems.extend(more);
-        match problems.is_empty() {
-            true => Ok(services),
-            false => Err(problems.iter().map(|p| file.render(p)).collect()),
-        }
+        let (file, _, problems) = read(&self.path).map_err(|e| vec![e])?;
+        services(
+            &file,
+            problems,
+            &self.finder.discover(),
+            self.command_line.clone(),
+        )
     }
+}
+
+/// Reads the application file at `path` and parses its `[host]` table: the file, its global
+/// options, and the problems found so far. `Err` is why the file cannot be read at all.
+pub fn read(path: &Path) -> Result<(AppFile, Option<ArgMatches>, Vec<Problem>), String> {
+    let (file, mut problems) = AppFile::read(path)?;
+    let settings = settings::host_matches(&file).unwrap_or_else(|more| {
+        problems.extend(more);
+        None
+    });
+    Ok((file, settings, problems))
+}
+
+/// The services `file` and `command_line` (the plugin named after the global options) declare,
+/// checked against the plugins `discovery` found: the one judgement of `--check`, of a start
+/// and of SIGHUP. `Err` holds every problem, `problems` (from [`read`]) included, one line each
+/// in the file's order.
+pub fn services(
+    file: &AppFile,
+    mut problems: Vec<Problem>,
+    discovery: &Discovery,
+    command_line: Option<ServiceSpec>,
+) -> Result<Vec<ServiceSpec>, Vec<String>> {
+    let (services, more) = check::check(file, discovery, command_line);
+    problems.extend(more);
+    if services.is_empty() && problems.is_empty() {
+        problems.push(Problem {
+            at: None,
+            message: "declares no service (add a [[service]] table) and no plugin was named"
+                .to_string(),
+        });
+    }
+    if problems.is_empty() {
+        return Ok(services);
+    }
+    // In the file's order, as a reader goes through it.
+    problems.sort_by_key(|problem| problem.at.as_ref().map(|at| at.start));
+    Err(problems.iter().map(|p| file.render(p)).collect())
 }
 
 impl ServiceSpec {

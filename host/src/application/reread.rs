@@ -4,9 +4,9 @@
 //! one (other options, or its library replaced) is stopped, then started as declared now, so
 //! its sockets are closed for the moment in between. A file with any problem changes nothing.
 
-use super::stop;
+use super::{stop, RELOAD_PATIENCE};
 use crate::app::Declared;
-use crate::instances::{lock, Instance, Maker, Running, State};
+use crate::instances::{self, lock, Instance, Maker, Running, State};
 use std::time::Duration;
 use tracing::{error, info};
 
@@ -30,6 +30,14 @@ pub fn apply(declared: &Declared, running: &Running, maker: &Maker, stop_timeout
     let kept = |instance: &Instance| wanted.iter().any(|spec| instance.spec.runs_as(spec));
     let (unchanged, outgoing): (Vec<Instance>, Vec<Instance>) =
         current.into_iter().partition(|instance| kept(instance));
+    // Stopping it would wait for that reload, perhaps for ever, and hold up every later SIGHUP.
+    if let Some(busy) = outgoing.iter().find(|instance| instance.is_reloading()) {
+        error!(
+            "Received SIGHUP, but {} would stop, and its last reload has not returned; nothing changed.",
+            busy.name()
+        );
+        return;
+    }
 
     // Out first, in reverse, so that a changed service's sockets are free for its successor.
     running
@@ -52,9 +60,7 @@ pub fn apply(declared: &Declared, running: &Running, maker: &Maker, stop_timeout
             }
         }
     }
-    for instance in &unchanged {
-        instance.reload();
-    }
+    instances::reload(&unchanged, RELOAD_PATIENCE);
 
     // In the file's order; a service that ended meanwhile (and was dropped from the list by
     // the main loop) stays gone.
@@ -76,6 +82,7 @@ pub fn apply(declared: &Declared, running: &Running, maker: &Maker, stop_timeout
         }
         *list = next;
     }
+    running.forget_failures(|name| wanted.iter().any(|spec| spec.name == name));
     let names = |instances: &[Instance]| -> Vec<String> {
         instances.iter().map(|i| i.name().to_string()).collect()
     };

@@ -10,7 +10,7 @@ pub mod metrics;
 pub mod multi;
 pub mod option_spec;
 pub mod options;
-mod scope;
+pub(crate) mod scope;
 pub mod serve;
 pub mod service;
 mod socket_activation;

@@ -4,6 +4,7 @@
 use crate::abi::{OptionKind, OptionSpec};
 use crate::kit::endpoint::{ClientEndpoint, Endpoint, HostPort};
 use crate::kit::options::parse_duration;
+use crate::kit::serve::{limit, LIMIT_OPTIONS};
 use abi_stable::std_types::{RNone, RSome};
 
 impl OptionSpec {
@@ -67,13 +68,28 @@ impl OptionSpec {
     pub fn is_flag(&self) -> bool {
         self.kind.base() == OptionKind::FLAG
     }
+
+    /// Checks that `value` is valid for this option, saying why not in a few words: valid for
+    /// its [kind](OptionKind::check) and, for the connection limits that
+    /// [`ConnectionLimits::from_options`](crate::ConnectionLimits::from_options) reads
+    /// (`--max-connections`, `--max-connections-per-ip`), not negative.
+    ///
+    /// The host validates every value the user gives with this before `make_service` sees it.
+    pub fn check(&self, value: &str) -> Result<(), String> {
+        self.kind.check(value)?;
+        match LIMIT_OPTIONS.contains(&self.long.as_str()) {
+            true => limit(value).map(drop),
+            false => Ok(()),
+        }
+    }
 }
 
 impl OptionKind {
     /// Checks that `value` is valid for this kind, saying why not in a few words.
     ///
-    /// The host validates every value with this before `make_service` sees it, and checks each
-    /// option's default with it when the plugin is probed.
+    /// The host validates every value with [`OptionSpec::check`], which calls this, before
+    /// `make_service` sees it, and checks each option's default with this when the plugin is
+    /// probed.
     pub fn check(self, value: &str) -> Result<(), String> {
         match self.base() {
             Self::INTEGER => value

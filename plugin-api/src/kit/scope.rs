@@ -113,3 +113,62 @@ impl ServiceScope {
         });
     }
 }
+
+/// Spawns a thread named `name` that works for the calling thread's service, as the threads
+/// of its runtime do: its log lines carry the service's name and its metrics are the
+/// service's. A thread from `std::thread::spawn` starts with no service, and when a library
+/// runs as several services (two web services in one application file) it would log under
+/// whichever service of that library was made first.
+pub fn spawn_thread<F, T>(name: String, body: F) -> std::io::Result<std::thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let shared = CURRENT.with(|current| current.borrow().clone());
+    let dispatch = dispatcher::get_default(Dispatch::clone);
+    std::thread::Builder::new().name(name).spawn(move || {
+        CURRENT.with(|current| *current.borrow_mut() = shared);
+        dispatcher::with_default(&dispatch, body)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tracing::{span, Event, Metadata, Subscriber};
+
+    /// Counts the events it is given.
+    struct Counter(Arc<AtomicUsize>);
+
+    impl Subscriber for Counter {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
+            span::Id::from_u64(1)
+        }
+        fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
+        fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
+        fn event(&self, _: &Event<'_>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn enter(&self, _: &span::Id) {}
+        fn exit(&self, _: &span::Id) {}
+    }
+
+    #[test]
+    fn a_spawned_thread_logs_where_its_spawner_does() {
+        let (service, other) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        // What a thread with no service would fall back to.
+        let _fallback = dispatcher::set_default(&Dispatch::new(Counter(other.clone())));
+        dispatcher::with_default(&Dispatch::new(Counter(service.clone())), || {
+            spawn_thread("test".into(), || tracing::info!("from the thread"))
+                .unwrap()
+                .join()
+                .unwrap();
+        });
+        assert_eq!(service.load(Ordering::SeqCst), 1);
+        assert_eq!(other.load(Ordering::SeqCst), 0);
+    }
+}

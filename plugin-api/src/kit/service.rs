@@ -2,7 +2,10 @@
 //! service owns: what lets the host stop it gracefully and learn when it ends on its own.
 
 use crate::kit::error::Result;
+use crate::kit::export::panic_message;
+use futures_util::FutureExt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -90,7 +93,7 @@ impl Tasks {
     ///
     /// The task should return once [`shutdown`](Self::shutdown) is requested. If it returns
     /// before that, the service has ended by itself: the host is told (with the error, if any)
-    /// and shuts down.
+    /// and shuts down. A task that panics has failed, with the panic as its error.
     pub fn spawn<F>(&self, task: F)
     where
         F: Future<Output = Result<()>> + Send + 'static,
@@ -98,9 +101,14 @@ impl Tasks {
         let shutdown = self.0.shutdown.clone();
         let ended = self.0.ended.clone();
         self.0.tracker.spawn(async move {
-            let outcome = task.await;
+            // The panic hook has logged where; unless caught here, tokio would only drop the
+            // task, and the host would go on as if the service were still serving.
+            let outcome = match AssertUnwindSafe(task).catch_unwind().await {
+                Ok(outcome) => outcome.map_err(|e| e.to_string()),
+                Err(panic) => Err(format!("panicked: {}", panic_message(&*panic))),
+            };
             if !shutdown.is_cancelled() {
-                ended(outcome.err().map(|e| e.to_string()));
+                ended(outcome.err());
             } else if let Err(e) = outcome {
                 tracing::error!("failed while stopping: {e}");
             }
@@ -233,6 +241,19 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(5))
             .unwrap();
         assert_eq!(report.as_deref(), Some("listener died"));
+    }
+
+    #[test]
+    fn a_main_task_that_panics_ends_the_service_as_failed() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let _entered = runtime.enter();
+        let (sender, ended) = mpsc::channel();
+        let tasks = tasks_reporting_to(sender);
+        tasks.spawn(async { panic!("lost the listener") });
+        let report = ended
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(report.as_deref(), Some("panicked: lost the listener"));
     }
 
     #[test]

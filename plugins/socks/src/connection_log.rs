@@ -34,9 +34,9 @@ impl ConnectionLog {
         let (sender, receiver) = sync_channel(BACKLOG);
         let dropped = Arc::new(AtomicU64::new(0));
         let counted = dropped.clone();
-        std::thread::Builder::new()
-            .name("socks-log".into())
-            .spawn(move || write_lines(self.file, receiver, &counted))?;
+        plugin_api::spawn_thread("socks-log".into(), move || {
+            write_lines(self.file, receiver, &counted)
+        })?;
         Ok(LogLines { sender, dropped })
     }
 }

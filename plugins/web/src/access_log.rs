@@ -180,9 +180,9 @@ impl FileLog {
             file: Mutex::new(open_append(path)?),
         });
         let (writer, writer_path) = (shared.clone(), path.to_path_buf());
-        std::thread::Builder::new()
-            .name("web-access-log".into())
-            .spawn(move || writer.write_forever(&writer_path))?;
+        plugin_api::spawn_thread("web-access-log".into(), move || {
+            writer.write_forever(&writer_path)
+        })?;
         Ok(Arc::new(Self {
             path: path.to_path_buf(),
             shared,

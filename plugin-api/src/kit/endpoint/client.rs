@@ -8,7 +8,7 @@
 
 use super::stream::Stream;
 use super::syntax::{self, Description, Quoted};
-use super::{invalid, EndpointError};
+use super::{invalid, writable, EndpointError};
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
@@ -53,10 +53,13 @@ impl ClientEndpoint {
         }
     }
 
-    /// The same endpoint with another connect timeout.
+    /// The same endpoint with another connect timeout. Zero becomes the shortest positive one,
+    /// a nanosecond, as `timeout=0` is not a timeout a string may give.
     pub fn with_timeout(mut self, limit: Duration) -> Self {
         match &mut self {
-            Self::Tcp { timeout, .. } | Self::Unix { timeout, .. } => *timeout = limit,
+            Self::Tcp { timeout, .. } | Self::Unix { timeout, .. } => {
+                *timeout = limit.max(Duration::from_nanos(1))
+            }
         }
         self
     }
@@ -80,7 +83,11 @@ impl ClientEndpoint {
     /// Connects, within the endpoint's timeout. TCP connections get `TCP_NODELAY`: whoever
     /// connects through the kit is relaying or talking a protocol, where waiting to batch small
     /// writes only adds latency.
+    ///
+    /// An endpoint built in code with an empty host or path, or a path that is not UTF-8, is
+    /// refused: no endpoint string says it.
     pub async fn connect(&self) -> Result<Stream, EndpointError> {
+        writable(self)?;
         let fail = |source| EndpointError::Connect {
             endpoint: self.to_string(),
             source,
@@ -102,7 +109,7 @@ impl ClientEndpoint {
             Ok(connected) => connected.map_err(fail),
             Err(_) => Err(fail(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("timed out after {}", humanize(limit)),
+                format!("timed out after {}s", syntax::Seconds(limit)),
             ))),
         }
     }
@@ -147,11 +154,6 @@ impl ClientEndpoint {
     }
 }
 
-/// `30s`, `1.5s`: how a timeout is shown and written back.
-fn humanize(duration: Duration) -> String {
-    format!("{}s", duration.as_secs_f64())
-}
-
 impl FromStr for ClientEndpoint {
     type Err = EndpointError;
 
@@ -164,7 +166,7 @@ impl fmt::Display for ClientEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let timeout = |f: &mut fmt::Formatter<'_>, timeout: &Duration| match *timeout {
             DEFAULT_CONNECT_TIMEOUT => Ok(()),
-            other => write!(f, ":timeout={}", other.as_secs_f64()),
+            other => write!(f, ":timeout={}", syntax::Seconds(other)),
         };
         match self {
             Self::Tcp {

@@ -15,7 +15,9 @@
 //! Connecting ([`ClientEndpoint`]): `tcp:HOST:PORT[:timeout=SECONDS]` and
 //! `unix:PATH[:timeout=SECONDS]`.
 //!
-//! Every endpoint's `Display` gives a string that parses back to the same endpoint.
+//! Every endpoint's `Display` gives a string that parses back to the same endpoint. The few
+//! values built in code that no string can say (an empty path or host, a path that is not UTF-8)
+//! are refused when the endpoint is bound or connected, not shown as another endpoint.
 
 mod client;
 mod listener;
@@ -39,8 +41,8 @@ use syntax::{Description, Quoted};
 /// (the kernel caps it at `net.core.somaxconn`).
 pub const DEFAULT_BACKLOG: u32 = 1024;
 
-/// Where a service listens. Parse one from a string (`"tcp:10000".parse()`), or build the
-/// common case with [`Endpoint::tcp`].
+/// Where a service listens. Parse one from a string (`"tcp:10000".parse()`), or build one with
+/// [`Endpoint::tcp`], [`Endpoint::ssl`] or [`Endpoint::unix`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Endpoint {
@@ -293,15 +295,52 @@ impl Endpoint {
     }
 
     /// A TCP endpoint: `port` on `interface` (an address or host name), or on every IPv4
-    /// interface when `interface` is `None`. The usual `--port`/`--interface` pair becomes
+    /// interface when `interface` is `None` or empty (an empty `--interface ''` means every
+    /// interface in twistd too). The usual `--port`/`--interface` pair becomes
     /// `Endpoint::tcp(port, interface)`; see also [`Options::listen_endpoints`].
     ///
     /// [`Options::listen_endpoints`]: crate::Options::listen_endpoints
     pub fn tcp<'a>(port: u16, interface: impl Into<Option<&'a str>>) -> Self {
         Self::Tcp {
             port,
-            interface: interface.into().map(str::to_string),
+            interface: given_interface(interface.into()),
             backlog: DEFAULT_BACKLOG,
+        }
+    }
+
+    /// A TLS endpoint, `ssl:PORT`: [`tcp`](Self::tcp)'s `port` and `interface`, with the PEM
+    /// certificate chain (server certificate first) and private key to serve. The files are
+    /// read and checked in [`bind`](Self::bind).
+    ///
+    /// ```
+    /// # use plugin_api::{Endpoint, Options, Result};
+    /// // --port, --interface, and --tls-cert with --tls-key to serve TLS.
+    /// fn listen_on(options: &Options) -> Result<Endpoint> {
+    ///     let port = options.parse::<u16>("port")?.unwrap_or(8443);
+    ///     let interface = options.get("interface");
+    ///     Ok(match (options.path("tls-cert"), options.path("tls-key")) {
+    ///         (Some(cert), Some(key)) => Endpoint::ssl(port, interface, cert, key),
+    ///         (None, None) => Endpoint::tcp(port, interface),
+    ///         _ => return Err("give both --tls-cert and --tls-key, or neither".into()),
+    ///     })
+    /// }
+    /// # assert_eq!(
+    /// #     Endpoint::ssl(443, None, "c.pem", "k.pem").to_string(),
+    /// #     "ssl:443:privateKey=k.pem:certKey=c.pem"
+    /// # );
+    /// ```
+    pub fn ssl<'a>(
+        port: u16,
+        interface: impl Into<Option<&'a str>>,
+        cert_chain: impl Into<PathBuf>,
+        private_key: impl Into<PathBuf>,
+    ) -> Self {
+        Self::Ssl {
+            port,
+            interface: given_interface(interface.into()),
+            backlog: DEFAULT_BACKLOG,
+            private_key: private_key.into(),
+            cert_key: Some(cert_chain.into()),
         }
     }
 
@@ -361,9 +400,33 @@ impl Endpoint {
     /// Must be called inside the plugin's runtime, i.e. from [`Service::privileged_start`]
     /// or [`Service::start`](crate::Service::start).
     ///
+    /// An endpoint built in code with an empty path, or one that is not UTF-8, is refused here:
+    /// no endpoint string says it.
+    ///
     /// [`Service::privileged_start`]: crate::Service::privileged_start
     pub fn bind(&self) -> Result<Listener, EndpointError> {
+        writable(self)?;
         listener::bind(self)
+    }
+}
+
+/// An interface given in code: empty is none, so that it prints as a string that parses.
+fn given_interface(interface: Option<&str>) -> Option<String> {
+    interface.filter(|i| !i.is_empty()).map(str::to_string)
+}
+
+/// Refuses an endpoint that its string does not say: one built in code with an empty path or
+/// host (which the syntax rejects as a mistake), or with a path that is not UTF-8 (which prints
+/// lossily). Its string is what logs, errors and a supervisor see, and a supervisor binds the
+/// socket a worker names: a name that read back as another endpoint would bind the wrong one.
+fn writable<T>(endpoint: &T) -> Result<(), EndpointError>
+where
+    T: fmt::Display + FromStr<Err = EndpointError> + PartialEq,
+{
+    let text = endpoint.to_string();
+    match text.parse::<T>()? == *endpoint {
+        true => Ok(()),
+        false => Err(invalid(&text, "a path in it is not UTF-8")),
     }
 }
 

@@ -48,11 +48,16 @@ pub struct Stream {
     tally: Option<Tally>,
 }
 
-/// A connection's bytes each way, added to the service's counters when it closes, so the
-/// hot path costs an addition, not an atomic operation.
+/// How many bytes a connection counts before it adds them to the service's counters.
+const TALLY_STEP: u64 = 64 << 10;
+
+/// A connection's bytes each way, added to the service's counters at each [`TALLY_STEP`] and
+/// when it closes: a long transfer shows as it goes, yet most reads and writes cost an addition
+/// rather than an atomic operation shared with the service's other connections.
 pub(crate) struct Tally {
     received: CounterChild,
     sent: CounterChild,
+    /// Bytes not added to the counters yet.
     read: u64,
     written: u64,
 }
@@ -64,6 +69,20 @@ impl Tally {
             sent,
             read: 0,
             written: 0,
+        }
+    }
+
+    fn on_read(&mut self, n: usize) {
+        self.read += n as u64;
+        if self.read >= TALLY_STEP {
+            self.received.add(std::mem::take(&mut self.read));
+        }
+    }
+
+    fn on_write(&mut self, n: usize) {
+        self.written += n as u64;
+        if self.written >= TALLY_STEP {
+            self.sent.add(std::mem::take(&mut self.written));
         }
     }
 }
@@ -212,7 +231,7 @@ impl AsyncRead for Stream {
         let before = buf.filled().len();
         let polled = each_io!(&mut this.io, s => Pin::new(s).poll_read(cx, buf));
         if let (Poll::Ready(Ok(())), Some(tally)) = (&polled, &mut this.tally) {
-            tally.read += (buf.filled().len() - before) as u64;
+            tally.on_read(buf.filled().len() - before);
         }
         polled
     }
@@ -222,7 +241,7 @@ impl Stream {
     /// Counts what a write reports written.
     fn wrote(&mut self, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         if let (Poll::Ready(Ok(n)), Some(tally)) = (&polled, &mut self.tally) {
-            tally.written += *n as u64;
+            tally.on_write(*n);
         }
         polled
     }

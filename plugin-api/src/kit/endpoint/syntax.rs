@@ -6,10 +6,11 @@
 //!   can be written `interface=[::1]` (Twisted writes `interface=\:\:1`; both work);
 //! - `=` separates a key only where it is not escaped.
 //!
-//! [`quote`] writes a value back so that parsing gives the same value: `Display` and `FromStr`
+//! [`Quoted`] writes a value back so that parsing gives the same value: `Display` and `FromStr`
 //! round-trip through these two functions, which is what lets a socket be handed over by name.
 
 use std::fmt::{self, Write};
+use std::time::Duration;
 
 /// One endpoint string, split into its kind, positional values and `key=value` pairs.
 #[derive(Debug)]
@@ -142,13 +143,41 @@ impl fmt::Display for Quoted<'_> {
     }
 }
 
-/// Parses a number of seconds such as `30` or `2.5`, for `timeout=`.
-pub fn seconds(text: &str) -> Result<std::time::Duration, String> {
-    text.parse::<f64>()
-        .ok()
-        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+/// Parses a positive number of seconds such as `30` or `2.5`, for `timeout=`. Decimal digits
+/// are read exactly, to the nanosecond (digits beyond it are dropped), so every duration that
+/// [`Seconds`] writes reads back the same, which a float would not do.
+pub fn seconds(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("timeout '{text}' is not a positive number of seconds");
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.len() + fraction.len() == 0 || !digits(whole) || !digits(fraction) {
+        return Err(invalid());
+    }
+    let secs = match whole {
+        "" => 0,
+        _ => whole.parse::<u64>().map_err(|_| invalid())?,
+    };
+    let nanos = fraction
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(9)
+        .fold(0, |nanos, digit| nanos * 10 + u32::from(digit - b'0'));
+    Some(Duration::new(secs, nanos))
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("timeout '{text}' is not a positive number of seconds"))
+        .ok_or_else(invalid)
+}
+
+/// Writes a duration as [`seconds`] reads it: `30`, `2.5`, `0.000000001`.
+pub struct Seconds(pub Duration);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.as_secs())?;
+        match self.0.subsec_nanos() {
+            0 => Ok(()),
+            nanos => write!(f, ".{}", format!("{nanos:09}").trim_end_matches('0')),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +225,41 @@ mod tests {
         ] {
             let text = format!("unix:{}", Quoted(value));
             assert_eq!(parse(&text).positional, [value], "{text}");
+        }
+    }
+
+    #[test]
+    fn seconds_are_read_and_written_exactly() {
+        for (text, duration, written) in [
+            ("30", Duration::from_secs(30), "30"),
+            ("2.5", Duration::from_millis(2500), "2.5"),
+            (".25", Duration::from_millis(250), "0.25"),
+            ("1.", Duration::from_secs(1), "1"),
+            ("0.000000001", Duration::from_nanos(1), "0.000000001"),
+            ("0.0000000019", Duration::from_nanos(1), "0.000000001"),
+            (
+                "18446744073709551615.999999999",
+                Duration::MAX,
+                "18446744073709551615.999999999",
+            ),
+        ] {
+            assert_eq!(seconds(text), Ok(duration), "{text}");
+            assert_eq!(Seconds(duration).to_string(), written);
+        }
+        for bad in [
+            "",
+            ".",
+            "0",
+            "0.0000000001",
+            "-1",
+            "+1",
+            "1e3",
+            "inf",
+            "1.2.3",
+            " 1",
+            "18446744073709551616",
+        ] {
+            assert!(seconds(bad).is_err(), "{bad}");
         }
     }
 
