@@ -21,7 +21,8 @@ pub fn block() -> Vec<u8> {
 /// - `COUNT`: read until the client shuts down its side, reply with the byte count, close;
 /// - `SEND N`: send N bytes of [`block`]s, then close;
 /// - `HALF`: send `bye\n` and shut down the sending side, then count what the client sends
-///   until it closes (see [`Origin::received`]).
+///   until it closes (see [`Origin::received`]);
+/// - `SLOW`: read 1 KB a second until the client closes or the origin is dropped.
 pub struct Origin {
     pub port: u16,
     sent: Arc<AtomicU64>,
@@ -52,8 +53,9 @@ impl Origin {
                 }
                 let Ok(stream) = stream else { continue };
                 let (sent, received, block) = (sent.clone(), received.clone(), block.clone());
+                let stop = stop.clone();
                 std::thread::spawn(move || {
-                    let _ = serve(stream, &block, &sent, &received);
+                    let _ = serve(stream, &block, &sent, &received, &stop);
                 });
             }
         });
@@ -84,6 +86,7 @@ fn serve(
     block: &[u8],
     sent: &AtomicU64,
     received: &AtomicU64,
+    stop: &AtomicBool,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(PATIENCE * 3))?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -110,6 +113,12 @@ fn serve(
             stream.shutdown(Shutdown::Write)?;
             let n = std::io::copy(&mut reader, &mut std::io::sink())?;
             received.fetch_add(n, Ordering::Relaxed);
+        }
+        ["SLOW"] => {
+            let mut kilobyte = [0; 1000];
+            while !stop.load(Ordering::Relaxed) && reader.read(&mut kilobyte)? > 0 {
+                std::thread::sleep(Duration::from_secs(1));
+            }
         }
         _ => stream.write_all(b"?\n")?,
     }
@@ -313,26 +322,77 @@ s.close()
 "#
         ),
     );
+    held_back(pid, before, origin.sent(), &format!("{what}: the origin"));
+}
+
+/// The same the other way: a client of `proxy` that, after `handshake`, sends as fast as it can
+/// for four seconds to an origin that reads 1 KB a second. The client gets no further than what
+/// the socket buffers and a pipe hold, and the proxy's memory does not grow.
+pub fn a_slow_origin_holds_the_client_back(
+    pid: i32,
+    proxy: u16,
+    origin: &Origin,
+    handshake: &str,
+    what: &str,
+) {
+    let before = rss_kib(pid);
+    let out = python(
+        proxy,
+        origin.port,
+        &format!(
+            r#"
+s = connect()
+{handshake}
+s.sendall(b'SLOW\n')
+s.setblocking(False)
+sent, chunk, until = 0, b'u' * 65536, time.time() + 4
+while time.time() < until:
+    try:
+        sent += s.send(chunk)
+    except BlockingIOError:
+        time.sleep(0.01)
+print('sent', sent)
+s.close()
+"#
+        ),
+    );
+    let sent = out
+        .lines()
+        .find_map(|line| line.strip_prefix("sent "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: the client said {out:?}"));
+    held_back(pid, before, sent, &format!("{what}: the client"));
+}
+
+/// Checks that a writer behind a slow reader got no further than `sent` bytes allow, and that
+/// the proxy's RSS grew little from `before` KiB.
+fn held_back(pid: i32, before: u64, sent: u64, writer: &str) {
     let after = rss_kib(pid);
     // What the kernel's socket buffers and one pipe hold: a few MB, never the gigabyte.
-    assert!(
-        origin.sent() < 48 << 20,
-        "{what}: the origin sent {} bytes",
-        origin.sent()
-    );
+    assert!(sent < 48 << 20, "{writer} sent {sent} bytes");
     assert!(
         after < before + 8 * 1024,
-        "{what}: RSS grew from {before} to {after} KiB"
+        "{writer}: RSS grew from {before} to {after} KiB"
     );
 }
 
 /// The resident set size of process `pid`, in KiB.
 fn rss_kib(pid: i32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// The largest resident set size process `pid` has had, in KiB.
+pub fn peak_rss_kib(pid: i32) -> u64 {
+    status_kib(pid, "VmHWM")
+}
+
+/// A size from `/proc/PID/status`, in KiB.
+fn status_kib(pid: i32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().strip_suffix("kB"))
         .and_then(|v| v.trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }

@@ -1,8 +1,9 @@
 //! The portforward plugin with real clients: curl through it to a real web server, and Python
-//! clients for half-close, concurrency, a 1 GiB stream and a slow reader.
+//! clients for half-close, concurrency, the connection limit, a 1 GiB stream and slow readers.
 
 use host_e2e::proxying::{
-    a_slow_reader_holds_the_origin_back, python, Origin, Unanswering, WebServer,
+    a_slow_origin_holds_the_client_back, a_slow_reader_holds_the_origin_back, python, Origin,
+    Unanswering, WebServer,
 };
 use host_e2e::{curl, run_host, Running, TempDir, PATIENCE};
 use std::time::{Duration, Instant};
@@ -183,7 +184,7 @@ assert digest == expected_sha256(n), digest
 }
 
 #[test]
-fn memory_stays_flat_behind_a_slow_reader() {
+fn memory_stays_flat_behind_a_slow_reader_either_way() {
     for engine in [None, Some("--no-splice")] {
         let origin = Origin::start();
         let mut options = to_origin(&origin);
@@ -191,8 +192,59 @@ fn memory_stays_flat_behind_a_slow_reader() {
         let (mut host, port) = forward(&options.iter().map(String::as_str).collect::<Vec<_>>());
         let what = format!("{engine:?}");
         a_slow_reader_holds_the_origin_back(host.pid(), port, &origin, "", &what);
+        a_slow_origin_holds_the_client_back(host.pid(), port, &origin, "", &what);
         host.stop();
     }
+}
+
+#[test]
+fn over_max_connections_a_client_waits_for_a_slot() {
+    let origin = Origin::start();
+    let mut options = to_origin(&origin);
+    options.extend(["--max-connections".to_string(), "2".into()]);
+    let (mut host, port) = forward(&options.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = python(
+        port,
+        origin.port,
+        r#"
+def held():
+    s = connect()
+    s.sendall(b'HALF\n')
+    assert recv_exact(s, 4) == b'bye\n'
+    return s
+first, second = held(), held()
+# The third is connected (the kernel's backlog) but not served: nothing comes back.
+third = connect()
+third.sendall(b'HALF\n')
+third.settimeout(1)
+try:
+    raise AssertionError('served over the limit: %r' % third.recv(4))
+except socket.timeout:
+    pass
+# A fourth leaves while it waits, with its reply on the way when it is served.
+fourth = connect()
+fourth.sendall(b'COUNT\nabc')
+print('fourth', fourth.getsockname()[1])
+fourth.close()
+# A slot frees: the third is served.
+first.close()
+third.settimeout(20)
+assert recv_exact(third, 4) == b'bye\n'
+second.close()
+third.close()
+"#,
+    );
+    let fourth = out
+        .lines()
+        .find_map(|line| line.strip_prefix("fourth "))
+        .unwrap();
+    // The client that left is the client's doing, logged as the reset it is.
+    let line = host.wait_for_line(&format!("127.0.0.1:{fourth} to "));
+    assert!(
+        !line.contains("not connected") && line.contains(": 9 bytes up, "),
+        "{line}"
+    );
+    host.stop();
 }
 
 #[test]

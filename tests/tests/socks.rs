@@ -1,12 +1,13 @@
 //! The socks plugin with real clients: curl through every SOCKS version to a real web server,
 //! and Python clients for malformed and truncated handshakes, logins, rules, half-close,
-//! concurrency, a 1 GiB stream and a slow reader.
+//! concurrency, the connection limit, a 1 GiB stream and a slow reader.
 
 use host_e2e::proxying::{
-    a_slow_reader_holds_the_origin_back, python, Origin, Unanswering, WebServer,
+    a_slow_reader_holds_the_origin_back, peak_rss_kib, python, Origin, Unanswering, WebServer,
 };
 use host_e2e::scrape::{sample, wait_for_sample};
-use host_e2e::{curl, free_port, run_host, Running, TempDir, PATIENCE};
+use host_e2e::{curl, free_port, host_bin, prepare, run_host, Running, TempDir, PATIENCE};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// `host -n socks` on a free port of 127.0.0.1 with `extra` options.
@@ -172,6 +173,13 @@ assert socks5(s, ORIGIN)[:2] == b'\x05\x00'
 assert count_through(s, b'z' * 10) == b'10\n'
 "#,
     );
+    // The SOCKS4a request with an empty name is logged as SOCKS4a.
+    let log = host.stdout();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("] socks4a 127.0.0.1:") && l.contains("the host name is not")),
+        "{log}"
+    );
     host.stop();
 }
 
@@ -239,6 +247,94 @@ assert time.time() - started < 0.9
     host.stop();
 }
 
+/// `wonderland`, hashed with argon2id in 8 MiB (`m=8192,t=1,p=1`).
+const ARGON2_WONDERLAND: &str = "$argon2id$v=19$m=8192,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg$bdxDuSRDacMLuON4LSw/aTiocJ4r+Vd6d7ZvXNpP2eg";
+
+#[test]
+fn a_crowd_of_wrong_passwords_takes_turns_within_the_deadline() {
+    let dir = TempDir::new("socks-crowd");
+    let passwords = dir.join("passwd");
+    std::fs::write(&passwords, format!("alice:{ARGON2_WONDERLAND}\n")).unwrap();
+    let origin = Origin::start();
+    let (mut host, port) = socks(&[
+        "--allow",
+        "127.0.0.0/8",
+        "--password-file",
+        passwords.to_str().unwrap(),
+        "--handshake-timeout",
+        "2s",
+    ]);
+    let before = peak_rss_kib(host.pid());
+    python(
+        port,
+        origin.port,
+        r#"
+# Each from an address of its own, so that no address is banned and every password is checked.
+results = []
+def guess(i):
+    s = socket.create_connection(('127.0.0.1', PROXY), timeout=20, source_address=('127.1.0.%d' % (i + 1), 0))
+    started = time.time()
+    results.append((socks5(s, ORIGIN, auth=(b'alice', b'guess')), time.time() - started))
+threads = [threading.Thread(target=guess, args=(i,)) for i in range(200)]
+for t in threads: t.start()
+for t in threads: t.join(30)
+assert len(results) == 200 and all(reply == b'\x01\x01' for reply, _ in results), results
+# Refused within the deadline (2 s), and the failure's delay (1 s): a client does not wait for
+# the checks queued before it.
+slowest = max(took for _, took in results)
+assert slowest < 4.5, slowest
+s = connect()
+assert socks5(s, ORIGIN, auth=(b'alice', b'wonderland'))[:2] == b'\x05\x00'
+assert count_through(s, b'q' * 5) == b'5\n'
+"#,
+    );
+    // Two hundred checks of 8 MiB at once would take 1.6 GB; a few at a time take a few times 8.
+    let after = peak_rss_kib(host.pid());
+    assert!(
+        after < before + 64 * 1024,
+        "the peak RSS grew from {before} to {after} KiB"
+    );
+    host.wait_for_line("refused: the handshake took too long");
+    host.stop();
+}
+
+#[test]
+fn a_failed_login_takes_as_long_whatever_the_user_and_hash() {
+    let dir = TempDir::new("socks-timing");
+    let passwords = dir.join("passwd");
+    let bcrypt = bcrypt::hash("wonderland", 10).unwrap();
+    std::fs::write(
+        &passwords,
+        format!("alice:{bcrypt}\nbob:{ARGON2_WONDERLAND}\n"),
+    )
+    .unwrap();
+    let origin = Origin::start();
+    let (mut host, port) = socks(&[
+        "--allow",
+        "127.0.0.0/8",
+        "--password-file",
+        passwords.to_str().unwrap(),
+    ]);
+    python(
+        port,
+        origin.port,
+        r#"
+def failing(user):
+    s = connect()
+    s.sendall(b'\x05\x01\x02')
+    assert recv_exact(s, 2) == b'\x05\x02'
+    started = time.time()
+    s.sendall(b'\x01' + bytes([len(user)]) + user + b'\x01x')
+    assert recv_exact(s, 2) == b'\x01\x01'
+    return time.time() - started
+# bcrypt's check takes three times argon2's here, and an unknown user's is either.
+took = [failing(user) for user in (b'alice', b'bob', b'carol', b'alice', b'bob', b'carol')]
+assert max(took) - min(took) < 0.12, took
+"#,
+    );
+    host.stop();
+}
+
 #[test]
 fn destinations_are_checked_after_resolving_with_the_right_reply() {
     let origin = Origin::start();
@@ -294,6 +390,62 @@ assert socks5(connect(), ORIGIN, host=b'no-such-host.invalid') == v5(4)
         "assert socks5(connect(), ORIGIN)[:2] == b'\\x05\\x04'",
     );
     assert!(started.elapsed() < Duration::from_secs(5));
+    host.stop();
+}
+
+#[test]
+fn special_purpose_destinations_are_refused_where_nothing_could_leave() {
+    // Were a rule wrong, the proxy would connect: it runs in a network namespace of its own,
+    // with no interface up, so such a connect fails there ("network unreachable", 3) instead of
+    // leaving this machine. Clients reach it over a Unix socket.
+    if !Command::new("unshare")
+        .args(["-rn", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!("skipped: needs unprivileged user and network namespaces (unshare -rn)");
+        return;
+    }
+    let dir = TempDir::new("socks-netns");
+    let socket = dir.join("socks.sock");
+    let listen = format!("unix:{}", socket.display());
+    let mut command = Command::new("unshare");
+    command
+        .arg("-rn")
+        .arg(host_bin())
+        .args(["--pidfile", "", "-n", "socks", "--listen", &listen]);
+    let mut host = Running::spawn(prepare(&mut command));
+    host.wait_for_line("socks starting on unix:");
+    for table in ["route", "ipv6_route"] {
+        let routes = std::fs::read_to_string(format!("/proc/{}/net/{table}", host.pid())).unwrap();
+        let out: Vec<&str> = (routes.lines())
+            .filter(|l| !l.starts_with("Iface") && l.split_whitespace().last() != Some("lo"))
+            .collect();
+        assert!(out.is_empty(), "the proxy has routes out: {out:?}");
+    }
+    python(
+        0,
+        0,
+        &format!(
+            r#"
+def connect():
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(20)
+    s.connect({socket:?})
+    return s
+def v5(code):
+    return b'\x05' + bytes([code]) + b'\x00\x01' + b'\x00' * 6
+for host in ['198.18.0.1', '192.0.2.1', '198.51.100.1', '203.0.113.1', '192.0.0.1',
+             '64:ff9b::7f00:1', '64:ff9b::a00:1', '2002:a00:1::1', '::ffff:0:7f00:1',
+             'fec0::1', '2001:db8::1', '100::1']:
+    assert socks5(connect(), 80, host=host) == v5(2), host
+assert socks4(connect(), 80, ip='198.18.0.1') == b'\x00\x5b' + b'\x00' * 6
+# What a wrong rule would have given: a public address is tried, and cannot be reached.
+assert socks5(connect(), 80, host='192.88.99.1') == v5(3)
+"#
+        ),
+    );
+    host.wait_for_line("198.18.0.1 is not allowed by the rules");
     host.stop();
 }
 
@@ -472,6 +624,42 @@ time.sleep(0.3)
 s = connect()
 s.sendall(b'\x05\x01\x00')
 assert recv_exact(s, 2) == b'\x05\x00'
+"#,
+    );
+    host.stop();
+}
+
+#[test]
+fn over_max_connections_a_client_waits_for_a_slot() {
+    let origin = Origin::start();
+    let (mut host, port) = socks(&["--allow", "127.0.0.0/8", "--max-connections", "2"]);
+    python(
+        port,
+        origin.port,
+        r#"
+def held():
+    s = connect()
+    assert socks5(s, ORIGIN)[:2] == b'\x05\x00'
+    s.sendall(b'HALF\n')
+    assert recv_exact(s, 4) == b'bye\n'
+    return s
+first, second = held(), held()
+# The third is connected (the kernel's backlog) but not served: its greeting gets no answer.
+third = connect()
+third.sendall(b'\x05\x01\x00')
+third.settimeout(1)
+try:
+    raise AssertionError('served over the limit: %r' % third.recv(2))
+except socket.timeout:
+    pass
+# A slot frees: the third is served.
+first.close()
+third.settimeout(20)
+assert recv_exact(third, 2) == b'\x05\x00'
+third.sendall(b'\x05\x01\x00\x01' + socket.inet_aton('127.0.0.1') + struct.pack('>H', ORIGIN))
+assert recv_exact(third, 10)[:2] == b'\x05\x00'
+assert count_through(third, b'w' * 7) == b'7\n'
+second.close()
 "#,
     );
     host.stop();

@@ -215,9 +215,22 @@ fn installation(dir: &TempDir) -> (PathBuf, PathBuf) {
 
 /// The installed `host` running fastpoetry with two workers, serving `poem` on a free port.
 fn serve_installed(host: &Path, poem: &Path) -> Running {
+    serve_installed_as(host, poem, &[])
+}
+
+/// [`serve_installed`], with more global options.
+fn serve_installed_as(host: &Path, poem: &Path, global: &[&str]) -> Running {
     let mut command = Command::new(host);
-    command.args(["--pidfile", "", "-n", "--workers", "2", "fastpoetry"]);
-    command.args(["--port", "0", "--iface", "127.0.0.1", "--poem"]);
+    command.args(["--pidfile", "", "-n", "--workers", "2"]);
+    command.args(global);
+    command.args([
+        "fastpoetry",
+        "--port",
+        "0",
+        "--iface",
+        "127.0.0.1",
+        "--poem",
+    ]);
     command.arg(poem);
     host_e2e::prepare(&mut command);
     Running::spawn(&mut command)
@@ -397,7 +410,13 @@ fn sighup_restarts_a_changed_service_with_no_gap_and_keeps_it_on_failure() {
     assert_eq!(fetch(port).len(), poem_len(&first), "still the first poem");
 
     declare(&second, "");
+    // The number of workers is the master's, and changes only with it.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("workers = 2", "workers = 3")).unwrap();
     server.signal(libc::SIGHUP);
+    server.wait_for_line(
+        "sets workers = 3, which applies when host is started again; 2 workers go on.",
+    );
     server.wait_for_line("is ready and serving (SIGHUP)");
     server.wait_for_line("Worker 2 (generation 1) has stopped.");
     server.wait_for_line("Worker 1 (generation 1) has stopped.");
@@ -695,4 +714,200 @@ fn a_worker_cannot_have_the_master_bind_once_it_has_given_up_privileges() {
         "{}",
         out.stdout
     );
+}
+
+/// Whether process `pid` has ended: gone, or a zombie where nothing reaps it.
+fn has_ended(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(')').unwrap().1.starts_with(" Z")
+    })
+}
+
+/// Waits up to `limit` for process `pid` to end.
+fn ends_within(pid: i32, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    while !has_ended(pid) {
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+#[test]
+fn a_killed_worker_whose_child_holds_its_pipes_is_still_replaced() {
+    let dir = TempDir::new("supervisor-grandchild");
+    let (host, sleeps) = (dir.join("host"), dir.join("sleeps"));
+    std::os::unix::fs::symlink(host_bin(), &host).unwrap();
+    let mut server = serve_installed(&host, &poem("ecstasy.txt"));
+    server.wait_for_line("All 2 workers are ready.");
+    // A new release whose `host` is a wrapper that leaves a process behind, holding the new
+    // worker's stdout, stderr and log pipes open.
+    let wrapper = dir.join("wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nsleep 60 & echo $! >>{}\nexec {} \"$@\"\n",
+            sleeps.display(),
+            host_bin().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::rename(&wrapper, &host).unwrap();
+    server.signal(libc::SIGUSR2);
+    server.wait_for_line("Generation 2 is ready and serving (SIGUSR2)");
+    send_signal(pid_of_worker(&server, 3), libc::SIGKILL).unwrap();
+    server.wait_for_line("was killed by signal 9 (SIGKILL); starting another.");
+    server.wait_for_line("Worker 5 is ready.");
+    server.stop();
+    let sleeps = std::fs::read_to_string(&sleeps).unwrap();
+    assert_eq!(sleeps.lines().count(), 3, "every worker ran the wrapper");
+    for pid in sleeps.lines() {
+        let _ = send_signal(pid.parse().unwrap(), libc::SIGKILL);
+    }
+}
+
+#[test]
+fn workers_that_gave_up_root_die_with_a_killed_master() {
+    if !is_root() {
+        println!("skipped: --uid needs root");
+        return;
+    }
+    let mut server = serve_installed_as(&host_bin(), &poem("ecstasy.txt"), &["--uid", "nobody"]);
+    let port = server.port();
+    server.wait_for_line("All 2 workers are ready.");
+    let workers = [pid_of_worker(&server, 1), pid_of_worker(&server, 2)];
+    server.signal(libc::SIGKILL);
+    server.wait();
+    for worker in workers {
+        assert!(
+            ends_within(worker, Duration::from_secs(3)),
+            "worker {worker} outlived its master"
+        );
+    }
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free again");
+}
+
+#[test]
+fn a_retiring_worker_that_does_not_stop_is_killed_after_the_shutdown_timeout() {
+    let poem = poem("ecstasy.txt");
+    let mut server = host_e2e::serve_poem(
+        &["--pidfile", "", "--workers", "1", "--shutdown-timeout", "1"],
+        &poem,
+    );
+    server.wait_for_line("All 1 workers are ready.");
+    let old = pid_of_worker(&server, 1);
+    send_signal(old, libc::SIGSTOP).unwrap();
+    server.signal(libc::SIGUSR2);
+    server.wait_for_line("Generation 2 is ready and serving (SIGUSR2)");
+    // --shutdown-timeout 1 and 2 s of grace.
+    assert!(
+        ends_within(old, Duration::from_secs(6)),
+        "the stopped worker lives on"
+    );
+    server.wait_for_line("did not stop within the shutdown timeout and 2s; killed.");
+    server.wait_for_line("Worker 1 (generation 1) has stopped.");
+    server.stop();
+}
+
+#[test]
+fn an_upgrade_runs_the_host_the_symlink_names_now() {
+    let dir = TempDir::new("supervisor-symlink");
+    for release in ["v1", "v2"] {
+        let bin = dir.join(release);
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::copy(host_bin(), bin.join("host")).unwrap();
+        let library = host_bin().parent().unwrap().join("libfastpoetry.so");
+        std::fs::hard_link(&library, bin.join("libfastpoetry.so"))
+            .or_else(|_| std::fs::copy(&library, bin.join("libfastpoetry.so")).map(drop))
+            .unwrap();
+    }
+    let current = dir.join("current");
+    std::os::unix::fs::symlink("v1", &current).unwrap();
+    let mut server = serve_installed(&current.join("host"), &poem("ecstasy.txt"));
+    server.wait_for_line("All 2 workers are ready.");
+    // A release switched as deployment tools do: a new link renamed over the old one, and the
+    // old release removed.
+    let next = dir.join("current.next");
+    std::os::unix::fs::symlink("v2", &next).unwrap();
+    std::fs::rename(&next, &current).unwrap();
+    std::fs::remove_dir_all(dir.join("v1")).unwrap();
+    server.signal(libc::SIGUSR2);
+    server.wait_for_line("Generation 2 is ready and serving (SIGUSR2)");
+    let v2 = std::fs::metadata(dir.join("v2/host")).unwrap().ino();
+    for id in [3, 4] {
+        let exe = std::fs::metadata(format!("/proc/{}/exe", pid_of_worker(&server, id)));
+        assert_eq!(exe.unwrap().ino(), v2, "worker {id} runs v2");
+    }
+    // With the release gone, the error names the path it could not run.
+    std::fs::remove_file(&current).unwrap();
+    server.signal(libc::SIGUSR2);
+    let line = server.wait_for_line("the upgrade (SIGUSR2) failed");
+    assert!(
+        line.contains(&format!("({})", current.join("host").display())),
+        "{line}"
+    );
+    server.stop();
+}
+
+#[test]
+fn workers_that_crash_soon_after_they_are_ready_back_off() {
+    let fixtures = fixture_dir();
+    let mut server = Running::start(&[
+        "--pidfile",
+        "",
+        "-n",
+        "--workers",
+        "1",
+        "--plugin-dir",
+        fixtures.to_str().unwrap(),
+        "faulty",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--crash-on",
+        "segfault",
+    ]);
+    let port = server.port();
+    server.wait_for_line("All 1 workers are ready.");
+    for next in 2..=4 {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(b"segfault\n").unwrap();
+        let _ = stream.read_to_end(&mut Vec::new());
+        if next < 4 {
+            server.wait_for_line(&format!("Worker {next} is ready."));
+        }
+    }
+    let line = server.wait_for_line("workers keep failing (3 times in a row)");
+    assert!(line.contains("the next starts in 1.0 s"), "{line}");
+    server.stop();
+}
+
+#[test]
+fn sighup_right_after_sigusr2_reaches_the_new_workers_once_they_are_ready() {
+    let mut server =
+        host_e2e::serve_poem(&["--pidfile", "", "--workers", "2"], &poem("ecstasy.txt"));
+    server.wait_for_line("All 2 workers are ready.");
+    server.signal(libc::SIGUSR2);
+    server.wait_for_line("starting generation 2");
+    server.signal(libc::SIGHUP);
+    server.wait_for_line("Generation 2 is ready and serving (SIGUSR2)");
+    let until = Instant::now() + PATIENCE;
+    let reloaded = |id: u32| {
+        server
+            .stdout()
+            .lines()
+            .any(|l| l.contains(&format!(" w{id}]")) && l.contains("Received SIGHUP"))
+    };
+    while !(reloaded(3) && reloaded(4)) {
+        assert!(Instant::now() < until, "{}", server.stdout());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!server.stdout().contains("(SIGHUP)"), "{}", server.stdout());
+    server.stop();
 }

@@ -16,7 +16,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc::UnboundedSender;
@@ -29,6 +29,9 @@ const MAX_LINE: usize = 64 * 1024;
 /// The largest report a worker may send: its services' metrics, whatever their label sets, stay
 /// far below; a worker gone wrong cannot make the master hold more.
 const MAX_REPORT: u64 = 16 << 20;
+
+/// How long, once a worker has ended, the master reads on what it wrote before it did.
+const LAST_WORDS_PATIENCE: Duration = Duration::from_millis(500);
 
 /// How long the master waits for a worker's report before leaving that worker out of a scrape.
 const REPORT_PATIENCE: Duration = Duration::from_secs(1);
@@ -56,6 +59,10 @@ pub struct Worker {
     pub spawned: Instant,
     /// Asked to stop: its end is expected.
     pub retiring: bool,
+    /// When a retiring worker that has not stopped is killed.
+    pub kill_at: Option<Instant>,
+    /// A SIGHUP came before it was ready, when it would have died of it: sent once it is.
+    pub hangup_pending: bool,
 }
 
 impl Worker {
@@ -146,18 +153,43 @@ impl Fleet {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, Arc::new(Mutex::new(query)));
         let log = self.log.clone();
-        let relayed = tokio::spawn(relay(Some(log_pipe), log.clone(), id, Stream::Log));
-        let printed = tokio::spawn(relay(child.stdout.take(), log.clone(), id, Stream::Stdout));
-        let last_words = tokio::spawn(relay(child.stderr.take(), log, id, Stream::Stderr));
+        let last_words = Arc::new(OnceLock::new());
+        let mut relays = [
+            tokio::spawn(relay(
+                Some(log_pipe),
+                log.clone(),
+                id,
+                Stream::Log,
+                last_words.clone(),
+            )),
+            tokio::spawn(relay(
+                child.stdout.take(),
+                log.clone(),
+                id,
+                Stream::Stdout,
+                last_words.clone(),
+            )),
+            tokio::spawn(relay(
+                child.stderr.take(),
+                log,
+                id,
+                Stream::Stderr,
+                last_words.clone(),
+            )),
+        ];
         let (events, queries) = (self.events.clone(), self.queries.clone());
         tokio::spawn(async move {
+            // The process itself, not its pipes: a process it started may hold them long after.
             let how = match child.wait().await {
                 Ok(status) => describe(status),
                 Err(e) => format!("could not be waited for: {e}"),
             };
-            let _ = relayed.await;
-            let _ = printed.await;
-            let last_words = last_words.await.ok().flatten();
+            // What it wrote before it ended is in the pipes already; the relays go on for as
+            // long as anything holds them, but its death is told without waiting for that.
+            let drained = tokio::time::Instant::now() + LAST_WORDS_PATIENCE;
+            for relay in &mut relays {
+                let _ = tokio::time::timeout_at(drained, relay).await;
+            }
             queries
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -165,7 +197,7 @@ impl Fleet {
             let _ = events.send(Event::Exited {
                 id,
                 how,
-                last_words,
+                last_words: last_words.get().cloned(),
             });
         });
         Ok(Worker {
@@ -174,6 +206,8 @@ impl Fleet {
             ready: false,
             spawned: Instant::now(),
             retiring: false,
+            kill_at: None,
+            hangup_pending: false,
         })
     }
 
@@ -302,18 +336,23 @@ enum Stream {
     Stderr,
 }
 
-/// Writes the lines of one of a worker's outputs into the master's log; returns the first
-/// error among them (the one that says why, when a worker could not start).
+/// Writes the lines of one of a worker's outputs into the master's log; the first error among
+/// them (the one that says why, when a worker could not start) goes into `last_words`.
 async fn relay(
     output: Option<impl AsyncRead + Unpin>,
     log: LogSink,
     id: u32,
     stream: Stream,
-) -> Option<String> {
-    let mut output = output?;
+    last_words: Arc<OnceLock<String>>,
+) {
+    let Some(mut output) = output else { return };
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
-    let mut first = None;
+    let write = |line: &[u8]| {
+        if let Some(error) = write_line(&log, id, stream, line) {
+            let _ = last_words.set(error);
+        }
+    };
     loop {
         let read = match output.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
@@ -322,20 +361,19 @@ async fn relay(
         pending.extend_from_slice(&chunk[..read]);
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
-            first = first.or(write_line(&log, id, stream, &line));
+            write(&line);
         }
         if pending.len() > MAX_LINE {
             pending.truncate(MAX_LINE);
             pending.push(b'\n');
-            first = first.or(write_line(&log, id, stream, &pending));
+            write(&pending);
             pending.clear();
         }
     }
     if !pending.is_empty() {
         pending.push(b'\n');
-        first = first.or(write_line(&log, id, stream, &pending));
+        write(&pending);
     }
-    first
 }
 
 /// Logs one line of worker `id`'s; returns it if it is an error.

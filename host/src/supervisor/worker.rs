@@ -6,12 +6,34 @@ use super::channel::{Channel, WORKER_ENV};
 use crate::admin::report;
 use crate::admin::Health;
 use crate::instances::Running;
+use nix::sys::signal::Signal;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// The channel to the master, for the `listen-socket/1` extension every service may call.
 static LINK: OnceLock<Mutex<Channel>> = OnceLock::new();
+
+/// The master's pid, as this worker found it at its start.
+static MASTER: OnceLock<nix::unistd::Pid> = OnceLock::new();
+
+/// A worker whose master is gone drains and exits instead of serving on alone: the kernel sends
+/// SIGTERM when the master dies. Linux forgets that wish when the process changes credentials
+/// (`--uid`, `--gid`), and keeps it per thread, so it is made again on the main thread once the
+/// services run; a master that died before it was made has left this process an orphan, which
+/// sends itself the SIGTERM it missed.
+fn die_with_master() -> Result<(), String> {
+    let Some(master) = MASTER.get() else {
+        return Ok(());
+    };
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
+        .map_err(|e| format!("cannot ask to die with the master: {e}"))?;
+    if nix::unistd::getppid() != *master {
+        nix::sys::signal::raise(Signal::SIGTERM)
+            .map_err(|e| format!("the master has gone, and SIGTERM failed: {e}"))?;
+    }
+    Ok(())
+}
 
 /// What a worker knows of its place.
 pub struct WorkerRole {
@@ -57,8 +79,8 @@ pub fn from_env() -> Result<Option<WorkerRole>, String> {
         )
         .map_err(|e| format!("{WORKER_ENV}: descriptor {fd:?} is not open: {e}"))?;
     }
-    // A worker whose master is gone drains and exits instead of serving on alone.
-    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+    let _ = MASTER.set(nix::unistd::getppid());
+    die_with_master()?;
     let _ = LINK.set(Mutex::new(Channel::from_fd(control)));
     Ok(Some(WorkerRole {
         id,
@@ -108,8 +130,10 @@ pub fn done_binding() -> Result<(), String> {
 }
 
 impl WorkerRole {
-    /// Tells the master that every service has started.
+    /// Tells the master that every service has started. Must run on the main thread, after
+    /// privileges are given up.
     pub fn ready(&self) -> Result<(), String> {
+        die_with_master()?;
         ask("ready").map(drop)
     }
 

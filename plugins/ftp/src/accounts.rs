@@ -2,7 +2,8 @@
 //! the password file (the `logins` crate, shared with the socks plugin), whose third field is
 //! the user's home under the root.
 
-use logins::{LoginGuard, PasswordFile};
+use logins::{Login, LoginGuard, PasswordFile};
+use plugin_api::tokio::time::Instant;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -83,35 +84,40 @@ impl Accounts {
     }
 
     /// Checks a user's credentials: the anonymous name with any password, anyone else with
-    /// the right one. A failure is recorded by `guard`, which makes the caller wait and bans an
-    /// address that keeps failing; an unknown user fails exactly like a wrong password, so names
-    /// cannot be probed.
+    /// the right one, through `guard` (see `logins::LoginGuard::log_in`): the check waits for a
+    /// turn no later than `deadline`, a banned address is refused unheard, a failure is counted
+    /// and answered a fixed time after the check began, and an unknown user fails exactly like
+    /// a wrong password, so names cannot be probed.
     pub async fn log_in(
         &self,
         name: &[u8],
         password: &[u8],
         ip: IpAddr,
         guard: &LoginGuard,
-    ) -> Option<User> {
+        deadline: Instant,
+    ) -> Result<User, Login> {
         if self.is_anonymous(name) {
-            return Some(User {
+            return Ok(User {
                 name: self.anonymous.clone(),
                 read_only: !self.write_anonymous,
                 home: None,
             });
         }
-        // A name that is not UTF-8 is no user's; it still costs a hash, like any unknown one.
-        let name_text = std::str::from_utf8(name).unwrap_or("");
-        if self.users.verify(name_text, password).await {
-            return Some(User {
-                name: name_text.to_string(),
-                read_only: false,
-                home: self.homes.get(name_text).cloned(),
-            });
+        match guard
+            .log_in(ip, &self.users, name, password, deadline)
+            .await
+        {
+            Login::Accepted => {
+                // Accepted, so the name is a user's, and user names are UTF-8.
+                let name = String::from_utf8_lossy(name).into_owned();
+                Ok(User {
+                    home: self.homes.get(&name).cloned(),
+                    name,
+                    read_only: false,
+                })
+            }
+            refused => Err(refused),
         }
-        // Logged as sent: the host escapes what a terminal would act on.
-        guard.failed(ip, &String::from_utf8_lossy(name)).await;
-        None
     }
 }
 
@@ -134,6 +140,7 @@ mod tests {
 
     fn log_in(accounts: &Accounts, name: &str, password: &str) -> Option<User> {
         let guard = LoginGuard::default();
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
         plugin_api::tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -143,7 +150,9 @@ mod tests {
                 password.as_bytes(),
                 "127.0.0.1".parse().unwrap(),
                 &guard,
+                deadline,
             ))
+            .ok()
     }
 
     #[test]

@@ -34,6 +34,8 @@ use std::time::Duration;
 /// How long a transfer command waits for the client's data connection.
 const DATA_PATIENCE: Duration = Duration::from_secs(10);
 
+/// The reply to an address banned for its failed logins.
+const BANNED: &str = "Too many failed logins from your address; try again later.";
 /// Failed logins on one connection before it is closed (the guard also counts per address).
 const MAX_FAILED_LOGINS: u32 = 3;
 
@@ -418,37 +420,39 @@ impl Session {
             return done(control.reply(503, "Send USER first.").await);
         };
         let settings = self.settings.clone();
-        if settings.guard.is_banned(self.client) {
-            settings.metrics.login(Login::Banned);
-            control
-                .reply(
-                    421,
-                    "Too many failed logins from your address; try again later.",
-                )
-                .await?;
-            return Ok(Flow::Close);
-        }
-        let Some(user) = settings
+        let (deadline, _) = control.deadline();
+        let login = settings
             .accounts
-            .log_in(&name, password, self.client, &settings.guard)
-            .await
-        else {
-            self.failed_logins += 1;
-            settings.metrics.login(Login::Failed);
-            if settings.guard.is_banned(self.client) {
+            .log_in(&name, password, self.client, &settings.guard, deadline)
+            .await;
+        let user = match login {
+            Ok(user) => user,
+            Err(logins::Login::Banned) => {
+                settings.metrics.login(Login::Banned);
+                control.reply(421, BANNED).await?;
+                return Ok(Flow::Close);
+            }
+            // The deadline passed while the password waited for its turn: the session ends
+            // as it would have at the next read.
+            Err(logins::Login::Late) => {
                 control
-                    .reply(
-                        421,
-                        "Too many failed logins from your address; try again later.",
-                    )
+                    .reply(421, "Not logged in in time; closing.")
                     .await?;
                 return Ok(Flow::Close);
             }
-            control.reply(530, "Login incorrect.").await?;
-            return Ok(match self.failed_logins >= MAX_FAILED_LOGINS {
-                true => Flow::Close,
-                false => Flow::Continue,
-            });
+            Err(_) => {
+                self.failed_logins += 1;
+                settings.metrics.login(Login::Failed);
+                if settings.guard.is_banned(self.client) {
+                    control.reply(421, BANNED).await?;
+                    return Ok(Flow::Close);
+                }
+                control.reply(530, "Login incorrect.").await?;
+                return Ok(match self.failed_logins >= MAX_FAILED_LOGINS {
+                    true => Flow::Close,
+                    false => Flow::Continue,
+                });
+            }
         };
         let tree = match &user.home {
             None => settings.tree.clone(),

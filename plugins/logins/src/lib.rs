@@ -4,5 +4,5 @@
 mod guard;
 mod password_file;
 
-pub use guard::LoginGuard;
+pub use guard::{Login, LoginGuard};
 pub use password_file::{Entry, PasswordFile};

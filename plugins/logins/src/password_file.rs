@@ -3,12 +3,65 @@
 //! form); plain-text passwords only when the operator allows them. What `extra` means is the
 //! plugin's business (the ftp plugin's home directory).
 
+use argon2::Block;
 use plugin_api::{files, tokio};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{LazyLock, Mutex};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// The largest password file read: far more than any real one, small enough to read at once.
 const MAX_FILE_BYTES: u64 = files::MIB;
+
+/// Password checks run at once (in each plugin linking this crate): one per core, up to this
+/// many. Each holds its hash's memory (19 MiB for argon2's defaults) while it runs, so without
+/// a bound a crowd of clients logging in at once could take gigabytes; and more checks than
+/// cores would not finish sooner.
+const MAX_TURNS: usize = 4;
+
+static TURNS: LazyLock<Semaphore> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    Semaphore::new(cores.min(MAX_TURNS))
+});
+
+/// argon2's working memory, one per turn, kept from one check to the next: allocating it for
+/// each check lets the allocator's heaps grow well past what the checks at once hold (glibc
+/// kept 150 MB for two turns of 8 MiB). So the most held is the turns times the largest
+/// argon2 `m` of the file.
+static MEMORY: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+
+/// A turn to check a password: checks wait for one, so the memory they take is bounded.
+pub(crate) struct Turn {
+    memory: Vec<Block>,
+    _permit: SemaphorePermit<'static>,
+}
+
+impl Turn {
+    pub(crate) async fn wait() -> Self {
+        let permit = TURNS
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        Self {
+            memory: MEMORY
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop()
+                .unwrap_or_default(),
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let memory = std::mem::take(&mut self.memory);
+        MEMORY
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(memory);
+    }
+}
 
 /// How a password is checked.
 #[derive(Debug, Clone)]
@@ -20,21 +73,42 @@ enum Secret {
 }
 
 impl Secret {
-    /// Deliberately slow for hashes: call it off the async worker threads.
-    fn matches(&self, password: &[u8]) -> bool {
+    /// Deliberately slow for hashes: call it off the async worker threads, in a [`Turn`].
+    fn matches(&self, password: &[u8], turn: &mut Turn) -> bool {
         match self {
             Self::Hash(hash) if hash.starts_with("$argon2") => {
-                use argon2::password_hash::{PasswordHash, PasswordVerifier};
-                PasswordHash::new(hash).is_ok_and(|parsed| {
-                    argon2::Argon2::default()
-                        .verify_password(password, &parsed)
-                        .is_ok()
-                })
+                argon2_matches(hash, password, &mut turn.memory).unwrap_or(false)
             }
             Self::Hash(hash) => bcrypt::verify(password, hash).unwrap_or(false),
             Self::Plain(plain) => constant_time_eq(plain.as_bytes(), password),
         }
     }
+}
+
+/// What argon2's `verify_password` does, in `memory` (grown as the hash needs) rather than in
+/// memory allocated for the check.
+fn argon2_matches(hash: &str, password: &[u8], memory: &mut Vec<Block>) -> Option<bool> {
+    use argon2::password_hash::{Output, PasswordHash, Salt};
+    use argon2::{Algorithm, Argon2, Params, Version};
+    let parsed = PasswordHash::new(hash).ok()?;
+    let algorithm = Algorithm::try_from(parsed.algorithm).ok()?;
+    let version = (parsed.version)
+        .map_or(Ok(Version::default()), Version::try_from)
+        .ok()?;
+    let params = Params::try_from(&parsed).ok()?;
+    let expected = parsed.hash?;
+    let mut salt = [0; Salt::MAX_LENGTH];
+    let salt = parsed.salt?.decode_b64(&mut salt).ok()?;
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::new());
+    }
+    let mut computed = vec![0; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt, &mut computed, &mut memory[..blocks])
+        .ok()?;
+    // Output's comparison takes the same time wherever the outputs differ.
+    Some(Output::new(&computed).ok()? == expected)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -65,7 +139,7 @@ impl PasswordFile {
             .map_err(|(line, why)| format!("{} line {line}: {why}", path.display()))
     }
 
-    fn parse(text: &str, allow_plaintext: bool) -> Result<Self, (usize, String)> {
+    pub(crate) fn parse(text: &str, allow_plaintext: bool) -> Result<Self, (usize, String)> {
         let mut users = HashMap::new();
         for (index, line) in text.lines().enumerate() {
             let number = index + 1;
@@ -123,16 +197,26 @@ impl PasswordFile {
     }
 
     /// Whether `password` is `user`'s, checked on a blocking thread (hashing is slow on
-    /// purpose). An unknown user costs the same hashing as a known one, so the time taken does
-    /// not tell which user names exist.
+    /// purpose) once a [`Turn`] is free. An unknown user costs a hash from the file too, so
+    /// the time taken does not tell which user names exist as long as the file has one kind of
+    /// hash; [`LoginGuard::log_in`](crate::LoginGuard::log_in) also hides the difference
+    /// between kinds.
     pub async fn verify(&self, user: &str, password: &[u8]) -> bool {
+        self.verify_in_turn(Turn::wait().await, user, password)
+            .await
+    }
+
+    pub(crate) async fn verify_in_turn(&self, turn: Turn, user: &str, password: &[u8]) -> bool {
         let (secret, known) = match (self.users.get(user), self.users.values().next()) {
             (Some(entry), _) => (entry.secret.clone(), true),
             (None, Some(any)) => (any.secret.clone(), false),
             (None, None) => return false,
         };
         let password = password.to_vec();
-        let matches = tokio::task::spawn_blocking(move || secret.matches(&password))
+        // The turn goes with the hashing: a caller that gives up waiting (its client's deadline)
+        // cannot stop the thread, and the memory stays taken until it is done.
+        let mut turn = turn;
+        let matches = tokio::task::spawn_blocking(move || secret.matches(&password, &mut turn))
             .await
             .unwrap_or(false);
         known && matches
@@ -167,13 +251,21 @@ mod tests {
             .hash_password(b"hunter2", &salt)
             .unwrap()
             .to_string();
-        let text = format!("# users\nalice:{bcrypt_hash}:alice\nbob:{argon_hash}\n");
+        let small = argon2::Params::new(1024, 1, 2, Some(16)).unwrap();
+        let argon2i_hash =
+            argon2::Argon2::new(argon2::Algorithm::Argon2i, argon2::Version::V0x10, small)
+                .hash_password(b"hunter3", &salt)
+                .unwrap()
+                .to_string();
+        let text =
+            format!("# users\nalice:{bcrypt_hash}:alice\nbob:{argon_hash}\ndave:{argon2i_hash}\n");
         let file = PasswordFile::parse(&text, false).unwrap();
-        assert_eq!(file.len(), 2);
+        assert_eq!(file.len(), 3);
         assert!(verify(&file, "alice", "s3cret") && !verify(&file, "alice", "S3cret"));
         assert_eq!(file.get("alice").unwrap().extra.as_deref(), Some("alice"));
         assert_eq!(file.get("alice").unwrap().line, 2);
         assert!(verify(&file, "bob", "hunter2") && !verify(&file, "bob", "hunter3"));
+        assert!(verify(&file, "dave", "hunter3") && !verify(&file, "dave", "hunter2"));
         assert!(!verify(&file, "carol", "s3cret"));
     }
 

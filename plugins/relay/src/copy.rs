@@ -26,7 +26,7 @@ where
         if n == 0 {
             return match to.shutdown().await {
                 Ok(()) => End::Closed,
-                Err(e) => End::WriteFailed(e),
+                Err(e) => End::close_failed(e),
             };
         }
         if let Err(e) = async {

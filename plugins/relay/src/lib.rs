@@ -95,6 +95,20 @@ enum End {
     WriteFailed(io::Error),
 }
 
+impl End {
+    /// Passing on the source's close to `to` failed. ENOTCONN there means `to` had already
+    /// reset the connection (a client that left with a reply on its way, or while it waited
+    /// to be accepted): reported as the reset it is, not as a fault of the proxy.
+    fn close_failed(error: io::Error) -> Self {
+        Self::WriteFailed(match error.kind() {
+            io::ErrorKind::NotConnected => {
+                io::Error::from_raw_os_error(rustix::io::Errno::CONNRESET.raw_os_error())
+            }
+            _ => error,
+        })
+    }
+}
+
 /// Which side failed while being read, so the other side is reset.
 enum Broken {
     Client,

@@ -77,7 +77,7 @@ pub async fn one_way(from: &TcpStream, to: &TcpStream, moved: &mut u64) -> End {
 fn closed(to: &TcpStream) -> End {
     match rustix::net::shutdown(to, rustix::net::Shutdown::Write) {
         Ok(()) => End::Closed,
-        Err(e) => End::WriteFailed(e.into()),
+        Err(e) => End::close_failed(e.into()),
     }
 }
 

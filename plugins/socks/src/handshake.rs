@@ -3,7 +3,7 @@
 //! truncated or late gets the error reply of the message it was in, and the connection closes.
 
 use crate::wire::{self, Credentials, Failure, Parse, Target};
-use logins::{LoginGuard, PasswordFile};
+use logins::{Login, LoginGuard, PasswordFile};
 use plugin_api::tokio::io::{AsyncReadExt, AsyncWriteExt};
 use plugin_api::{tokio, Stream};
 use std::fmt;
@@ -183,9 +183,14 @@ async fn socks4(mut reader: Reader<'_>, access: &Access) -> Result<Request, Refu
     let request = match reader.next(wire::socks4).await {
         Ok(request) => request,
         Err(stop) => {
+            // As far as the request came: its address says which version it was.
+            let version = match wire::is_socks4a(&reader.buffer[..reader.filled]) {
+                true => Version::Socks4a,
+                false => Version::Socks4,
+            };
             refuse(reader.client, &reject).await;
             return Err(Refused {
-                version: Some(Version::Socks4),
+                version: Some(version),
                 user: None,
                 target: None,
                 why: stop.to_string(),
@@ -268,7 +273,8 @@ async fn socks5(mut reader: Reader<'_>, ip: IpAddr, access: &Access) -> Result<R
     }
 }
 
-/// RFC 1929: checks the username and password, with the login guard's delay and ban.
+/// RFC 1929: checks the username and password with the login guard (its ban, delay and
+/// bound on checks at once), all within the handshake's deadline.
 async fn log_in(
     reader: &mut Reader<'_>,
     ip: IpAddr,
@@ -284,25 +290,20 @@ async fn log_in(
         }
     };
     let name = String::from_utf8_lossy(&user).escape_debug().to_string();
-    if guard.is_banned(ip) {
-        refuse(reader.client, &FAILED).await;
-        return Err((
-            Some(name),
-            "too many failed logins from this address".into(),
-        ));
-    }
-    let known = std::str::from_utf8(&user).ok();
-    let accepted = match known {
-        Some(user) => passwords.verify(user, &password).await,
-        None => false,
+    let why = match guard
+        .log_in(ip, passwords, &user, &password, reader.deadline)
+        .await
+    {
+        Login::Accepted => {
+            return match send(reader.client, &[1, 0]).await {
+                Ok(()) => Ok(name),
+                Err(_) => Err((Some(name), "the client went away".into())),
+            }
+        }
+        Login::Failed => "wrong username or password".to_string(),
+        Login::Banned => "too many failed logins from this address".to_string(),
+        Login::Late => Stop::Late.to_string(),
     };
-    if !accepted {
-        guard.failed(ip, &name).await;
-        refuse(reader.client, &FAILED).await;
-        return Err((Some(name), "wrong username or password".into()));
-    }
-    match send(reader.client, &[1, 0]).await {
-        Ok(()) => Ok(name),
-        Err(_) => Err((Some(name), "the client went away".into())),
-    }
+    refuse(reader.client, &FAILED).await;
+    Err((Some(name), why))
 }

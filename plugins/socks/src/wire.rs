@@ -76,6 +76,12 @@ fn host_name(bytes: &[u8]) -> Option<String> {
     printable.then(|| String::from_utf8_lossy(bytes).into_owned())
 }
 
+/// Whether a SOCKS4 request, whole or not, is SOCKS4a's: its address is 0.0.0.x with x not 0,
+/// which means "the name follows the user id".
+pub fn is_socks4a(request: &[u8]) -> bool {
+    matches!(request.get(4..8), Some(&[0, 0, 0, x]) if x != 0)
+}
+
 pub fn socks4(bytes: &[u8]) -> Parse<Socks4> {
     let Some(header) = bytes.get(..8) else {
         return Parse::More;
@@ -91,9 +97,7 @@ pub fn socks4(bytes: &[u8]) -> Parse<Socks4> {
         Parse::More => return Parse::More,
         Parse::Bad(failure, why) => return Parse::Bad(failure, why),
     }
-    // SOCKS4a: 0.0.0.x with x not 0 means "the name follows the user id".
-    let [a, b, c, d] = ip.octets();
-    if (a, b, c) != (0, 0, 0) || d == 0 {
+    if !is_socks4a(bytes) {
         let target = Target::Address(SocketAddr::V4(SocketAddrV4::new(ip, port)));
         return Parse::Done(Socks4 { target }, used);
     }
@@ -292,6 +296,9 @@ mod tests {
             socks4(unprintable),
             Parse::Bad(Failure::HostUnreachable, _)
         ));
+        assert!(is_socks4a(unprintable) && is_socks4a(&named[..8]));
+        assert!(!is_socks4a(&plain) && !is_socks4a(&named[..7]));
+        assert!(!is_socks4a(&[4, 1, 0, 80, 0, 0, 0, 0]));
     }
 
     #[test]
