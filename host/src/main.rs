@@ -21,7 +21,7 @@ mod signals;
 mod supervisor;
 mod usage;
 
-use app::{AppFile, OnFailure, Origin, ServiceSpec};
+use app::{OnFailure, Origin, ServiceSpec};
 use dropin_cache::{discover, Discovery, LoadError, Plugin, Prober, SearchPath};
 use launch::Role;
 use plugin_api::abi::{OptionSpec, OptionValue};
@@ -112,17 +112,11 @@ fn run(args: Vec<OsString>, worker: Option<WorkerRole>) -> Result<(), Exit> {
         .unwrap_or_else(|e| e.exit());
     // The file first: its [host] table may say where the plugins are.
     let app = match matches.get_one::<PathBuf>("config") {
-        Some(path) => Some(AppFile::read(path).map_err(Exit::usage)?),
+        Some(path) => Some(app::read(path).map_err(Exit::usage)?),
         None => None,
     };
-    let (host_settings, mut problems) = match &app {
-        Some((file, problems)) => match app::settings::host_matches(file) {
-            Ok(settings) => (settings, problems.clone()),
-            Err(more) => (None, [problems.clone(), more].concat()),
-        },
-        None => (None, Vec::new()),
-    };
-    let mut options = cli::parse(&matches, host_settings.as_ref());
+    let host_settings = app.as_ref().and_then(|(_, settings, _)| settings.as_ref());
+    let mut options = cli::parse(&matches, host_settings);
     let exe = std::env::current_exe()
         .map_err(|e| Exit::failure(format!("cannot find the host executable: {e}")))?;
     let finder = Finder::new(&options, &exe);
@@ -134,7 +128,7 @@ fn run(args: Vec<OsString>, worker: Option<WorkerRole>) -> Result<(), Exit> {
     report_problems(&discovery);
 
     let command_line = options.plugin.take().filter(|_| !options.help);
-    let Some((file, _)) = &app else {
+    let Some((file, _, problems)) = app else {
         let Some((tapname, args)) = command_line else {
             print!("{}", usage::render(&discovery));
             // The process ends here; freeing every record one by one would be wasted work.
@@ -152,34 +146,28 @@ fn run(args: Vec<OsString>, worker: Option<WorkerRole>) -> Result<(), Exit> {
     let command_line = command_line
         .map(|(tapname, args)| command_line_service(&discovery, tapname, args))
         .transpose()?;
-    let (services, more) = app::check(file, &discovery, command_line.clone());
-    problems.extend(more);
-    if !problems.is_empty() {
-        // In the file's order, as a reader goes through it.
-        problems.sort_by_key(|problem| problem.at.as_ref().map(|at| at.start));
-        for problem in &problems {
-            eprintln!("{}", file.render(problem));
+    let services = match app::services(&file, problems, &discovery, command_line.clone()) {
+        Ok(services) => services,
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("{problem}");
+            }
+            let count = problems.len();
+            eprintln!(
+                "host: {}: {count} problem{}; nothing was run",
+                file.path.display(),
+                if count == 1 { "" } else { "s" }
+            );
+            return Err(Exit::silent(2));
         }
-        let count = problems.len();
-        eprintln!(
-            "host: {}: {count} problem{}; nothing was run",
-            file.path.display(),
-            if count == 1 { "" } else { "s" }
-        );
-        return Err(Exit::silent(2));
-    }
-    if services.is_empty() {
-        return Err(Exit::usage(format!(
-            "{} declares no service (add a [[service]] table) and no plugin was named",
-            file.path.display()
-        )));
-    }
+    };
     if options.check {
         println!("{}: OK, {}", file.path.display(), summary(&services));
         return Ok(());
     }
     let declared = app::Declared {
-        path: file.path.clone(),
+        path: std::path::absolute(&file.path)
+            .map_err(|e| Exit::failure(format!("cannot resolve {}: {e}", file.path.display())))?,
         finder,
         command_line,
     };

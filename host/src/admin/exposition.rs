@@ -7,12 +7,16 @@ use super::health::Health;
 use super::report::{Family, ProcessReport, Sample};
 use super::Source;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelValue, EncodeMetric, LabelValueEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt::Write;
 
 /// The whole exposition of `sources`: this process's services, or each worker's.
 pub fn render(health: &Health, own: &ProcessReport, sources: &[Source]) -> String {
@@ -38,37 +42,31 @@ pub fn render(health: &Health, own: &ProcessReport, sources: &[Source]) -> Strin
     let mut services = ServiceFamilies::default();
     // A master's own figures are labelled as the master's beside its workers'.
     let own_labels = match sources.iter().any(|s| s.worker.is_some()) {
-        true => vec![("worker".to_string(), "master".to_string())],
+        true => vec![label("worker", "master")],
         false => Vec::new(),
     };
     let mut processes = vec![(own_labels, own.clone())];
     for source in sources {
-        let worker: Vec<(String, String)> = source
+        let worker: Scope = source
             .worker
             .iter()
-            .map(|id| ("worker".to_string(), id.to_string()))
+            .map(|id| label("worker", &id.to_string()))
             .collect();
         for service in &source.report.services {
             let mut labels = vec![
-                ("service".to_string(), service.name.clone()),
-                ("plugin".to_string(), service.plugin.clone()),
-                (
-                    "plugin_version".to_string(),
-                    service
-                        .plugin_version
-                        .clone()
-                        .unwrap_or_else(|| "unknown".into()),
+                label("service", &service.name),
+                label("plugin", &service.plugin),
+                label(
+                    "plugin_version",
+                    service.plugin_version.as_deref().unwrap_or("unknown"),
                 ),
-                (
-                    "plugin_api_version".to_string(),
-                    service.plugin_api_version.clone(),
-                ),
-                ("library".to_string(), service.library.clone()),
-                ("state".to_string(), service.state.clone()),
+                label("plugin_api_version", &service.plugin_api_version),
+                label("library", &service.library),
+                label("state", &service.state),
             ];
             labels.extend(worker.iter().cloned());
             services.info.push(labels);
-            let mut scope = vec![("service".to_string(), service.name.clone())];
+            let mut scope = vec![label("service", &service.name)];
             scope.extend(worker.iter().cloned());
             for family in &service.families {
                 services.add(&scope, family);
@@ -86,8 +84,42 @@ pub fn render(health: &Health, own: &ProcessReport, sources: &[Source]) -> Strin
     text
 }
 
-/// The labels that say whose a sample is: service, plugin and, under a supervisor, worker.
-type Scope = Vec<(String, String)>;
+/// The labels that say whose a sample is: service and, under a supervisor, worker.
+type Scope = Vec<(String, Value)>;
+
+fn label(name: &str, value: &str) -> (String, Value) {
+    (name.to_string(), Value(value.to_string()))
+}
+
+/// A label value, escaped as the exposition format asks: a value holding `"`, `\` or a
+/// newline (a library's path may) would otherwise end the label early and spoil the whole
+/// scrape. prometheus-client writes label values as they are.
+#[derive(Debug, Clone)]
+struct Value(String);
+
+impl EncodeLabelValue for Value {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&escaped(&self.0))
+    }
+}
+
+/// `text` with `\`, `"` and newlines escaped, for a label value or a HELP line (which
+/// prometheus-client writes as it is given, too).
+fn escaped(text: &str) -> Cow<'_, str> {
+    if !text.contains(['\\', '"', '\n']) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// Every service's families, merged by name, each sample with its service's labels.
 #[derive(Debug, Default)]
@@ -99,7 +131,7 @@ struct ServiceFamilies {
 }
 
 impl ServiceFamilies {
-    fn add(&mut self, scope: &[(String, String)], family: &Family) {
+    fn add(&mut self, scope: &[(String, Value)], family: &Family) {
         let samples = family
             .samples
             .iter()
@@ -146,15 +178,16 @@ impl Collector for ServiceFamilies {
                 "histogram" => (MetricType::Histogram, family.name.as_str()),
                 _ => continue,
             };
-            let mut descriptor = encoder.encode_descriptor(name, &family.help, None, kind)?;
+            let mut descriptor =
+                encoder.encode_descriptor(name, &escaped(&family.help), None, kind)?;
             for (scope, sample) in samples {
                 let mut labels = scope.clone();
                 labels.extend(
                     family
                         .labels
                         .iter()
-                        .cloned()
-                        .zip(sample.labels.iter().cloned()),
+                        .zip(&sample.labels)
+                        .map(|(name, value)| label(name, value)),
                 );
                 let mut metric = descriptor.encode_family(&labels)?;
                 match kind {
@@ -188,7 +221,7 @@ impl Collector for ServiceFamilies {
 /// The processes' own metrics, with the names Prometheus client libraries use: this one, and
 /// each worker's, labelled with its number.
 #[derive(Debug)]
-struct Processes(Vec<(Vec<(String, String)>, ProcessReport)>);
+struct Processes(Vec<(Scope, ProcessReport)>);
 
 impl Collector for Processes {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -260,5 +293,17 @@ impl Collector for Processes {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backslashes_quotes_and_newlines_are_escaped() {
+        assert_eq!(super::escaped("plain"), "plain");
+        assert_eq!(
+            super::escaped("we\"ird\\dir\nnext"),
+            "we\\\"ird\\\\dir\\nnext"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! What `/healthz` and `/readyz` answer: whether the main loop is alive and no service has
 //! failed, and whether every service has started and no shutdown has begun.
 
+use crate::instances::Running;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -18,27 +19,26 @@ pub struct Health {
     heartbeat_ms: AtomicU64,
     ready: AtomicBool,
     stopping: AtomicBool,
-    /// Services that failed while running, with their errors.
-    failures: Mutex<Vec<String>>,
+    /// This process's services, whose failures make it unhealthy; none in a master, whose
+    /// services run in its workers.
+    services: Option<Running>,
     /// A condition that makes the host unhealthy while it lasts (workers that keep crashing).
     problem: Mutex<Option<String>>,
 }
 
-impl Default for Health {
-    fn default() -> Self {
+impl Health {
+    pub fn new(services: Option<Running>) -> Self {
         Self {
             started_at: SystemTime::now(),
             origin: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
-            failures: Mutex::default(),
+            services,
             problem: Mutex::default(),
         }
     }
-}
 
-impl Health {
     /// The main loop is alive.
     pub fn beat(&self) {
         let now = self.origin.elapsed().as_millis() as u64;
@@ -56,14 +56,6 @@ impl Health {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
-    /// A service failed while running (and the host goes on without it).
-    pub fn record_failure(&self, service: &str, error: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(format!("service {service} failed: {error}"));
-    }
-
     /// Sets or clears a passing problem.
     pub fn set_problem(&self, problem: Option<String>) {
         *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
@@ -74,7 +66,9 @@ impl Health {
         let now = self.origin.elapsed().as_millis() as u64;
         let since =
             Duration::from_millis(now.saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed)));
-        if self.ready.load(Ordering::Relaxed) && since > STALLED_AFTER {
+        // Once shutdown begins, the loop waits for the drain, whose deadline ends it anyway.
+        let beating = self.ready.load(Ordering::Relaxed) && !self.stopping.load(Ordering::Relaxed);
+        if beating && since > STALLED_AFTER {
             return Err(format!(
                 "the main loop has not run for {:.1} s",
                 since.as_secs_f64()
@@ -83,8 +77,8 @@ impl Health {
         if let Some(problem) = &*self.problem.lock().unwrap_or_else(|p| p.into_inner()) {
             return Err(problem.clone());
         }
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        match failures.as_slice() {
+        let failures = self.services.as_ref().map(Running::failures);
+        match failures.unwrap_or_default().as_slice() {
             [] => Ok(()),
             failures => Err(failures.join("; ")),
         }

@@ -10,10 +10,12 @@
 //!
 //! It listens through the kit (any endpoint: `tcp:9100:interface=127.0.0.1`,
 //! `unix:/run/host/admin.sock`) and serves with the kit's own loop, bound before privileges are
-//! dropped and closed last, after the services have drained.
+//! dropped and closed last, after the services have drained. Probes get through however many
+//! idle connections there are: see [`idle`].
 
 mod exposition;
 mod health;
+mod idle;
 pub mod report;
 mod services;
 
@@ -30,9 +32,17 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Operators' tools scrape and probe; more at once than this is a misconfiguration or an
-/// attack, and waits in the backlog.
-const MAX_CONNECTIONS: usize = 64;
+/// How many connections may wait for a request before the longest waiting is closed for a
+/// newcomer.
+const MAX_IDLE: usize = 256;
+
+/// How many connections the admin endpoint serves at once; beyond, which takes that many
+/// requests being answered at the same moment, new ones wait in the backlog.
+const MAX_CONNECTIONS: usize = 2 * MAX_IDLE;
+
+/// How long a connection may take to send a request's headers, from when it opens or its last
+/// request was answered: probes and scrapers send theirs at once.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long the admin endpoint may take to stop once the host is done.
 const STOP_PATIENCE: Duration = Duration::from_secs(2);
@@ -84,17 +94,28 @@ impl Admin {
         tracing::info!("admin endpoint on {}", listener.local_endpoint());
         let tasks = Tasks::standalone();
         let limits = ConnectionLimits::unlimited().max_connections(MAX_CONNECTIONS);
+        let idle = idle::Idle::new(MAX_IDLE);
         tasks.serve(listener, &limits, move |stream, _peer| {
             let (health, sources) = (health.clone(), sources.clone());
+            let place = idle.join();
             async move {
+                let asked = place.clone();
                 let service = hyper::service::service_fn(move |request| {
-                    answer(request, health.clone(), sources.clone())
+                    let busy = place.busy();
+                    let answered = answer(request, health.clone(), sources.clone());
+                    async move {
+                        let _busy = busy;
+                        answered.await
+                    }
                 });
-                hyper::server::conn::http1::Builder::new()
+                let connection = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await?;
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    served = connection => served?,
+                    () = asked.asked_to_close() => {}
+                }
                 Ok(())
             }
         });

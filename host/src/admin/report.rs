@@ -2,11 +2,12 @@
 //! facts and metric families, and the process's own figures. A worker of a supervisor sends
 //! the same report to its master, which serves them all.
 
-use crate::instances::Running;
+use crate::instances::{Running, State};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// How long a report waits for a service busy with a reload or a stop before leaving it out.
+/// How long a report waits for a service busy with a reload before it takes the service's last
+/// answer. A service stopping at shutdown holds on while it drains, so it is not waited for.
 const SERVICE_PATIENCE: Duration = Duration::from_millis(200);
 
 /// Everything one process reports.
@@ -70,19 +71,23 @@ fn seconds(time: SystemTime) -> f64 {
 
 /// The report of this process's services; each busy one is given [`SERVICE_PATIENCE`].
 pub fn gather(running: &Running, started_at: SystemTime) -> Report {
-    let instances = running.list().clone();
-    let services = instances
+    let services = running
+        .reported()
         .iter()
         .map(|instance| {
+            let status = instance.status();
+            let patience = match status.state {
+                State::Stopping => Duration::ZERO,
+                _ => SERVICE_PATIENCE,
+            };
             let about: serde_json::Value = instance
-                .ask(plugin_api::abi::ABOUT, SERVICE_PATIENCE)
+                .ask(plugin_api::abi::ABOUT, patience)
                 .and_then(|about| serde_json::from_str(&about).ok())
                 .unwrap_or_default();
             let families = instance
-                .ask(plugin_api::abi::METRICS, SERVICE_PATIENCE)
+                .ask(plugin_api::abi::METRICS, patience)
                 .and_then(|json| serde_json::from_str(&json).ok())
                 .unwrap_or_default();
-            let status = instance.status();
             ServiceReport {
                 name: instance.name().to_string(),
                 plugin: instance.spec.record.tapname.clone(),

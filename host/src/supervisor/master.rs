@@ -11,7 +11,9 @@ use crate::process::systemd;
 use crate::signals::{Received, Signals};
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -61,7 +63,8 @@ struct Master {
 }
 
 /// Runs the services in `workers` worker processes until SIGINT/SIGTERM; `started` is called
-/// once the first generation is ready.
+/// once the first generation is ready. Workers run the path host was started as, or `exe` when
+/// that cannot be told.
 pub fn run(
     workers: u32,
     declared: Option<Declared>,
@@ -73,9 +76,7 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the main loop: {e}"))?;
-    // The path, not /proc/self/exe: a host installed over this one (by rename) is what the
-    // next generation runs.
-    let exe = exe.to_path_buf();
+    let exe = started_as().unwrap_or_else(|| exe.to_path_buf());
     let outcome = runtime.block_on(async {
         let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
         let fleet = Fleet::new(
@@ -97,7 +98,7 @@ pub fn run(
             next_id: 1,
             crashes: 0,
             respawns: Vec::new(),
-            health: Arc::new(Health::default()),
+            health: Arc::new(Health::new(None)),
             declared: declared.map(Arc::new),
             settings,
         };
@@ -137,12 +138,8 @@ impl Master {
         self.health.set_ready();
         started();
         self.tell_status();
-        let watchdog = systemd::watchdog_interval();
-        let mut last_ping = Instant::now();
-        let mut ticks = tokio::time::interval(
-            watchdog.map_or(Duration::from_secs(1), |w| w.min(Duration::from_secs(1))),
-        );
-        let mut hangups: Option<tokio::task::JoinHandle<Result<(), Vec<String>>>> = None;
+        let mut heartbeat = systemd::Heartbeat::new();
+        let mut hangups: Option<tokio::task::JoinHandle<Result<Option<u32>, Vec<String>>>> = None;
         let ending = loop {
             tokio::select! {
                 received = signals.next() => match received {
@@ -153,13 +150,19 @@ impl Master {
                         // The file is checked here first: a broken one changes nothing.
                         Some(declared) if hangups.is_none() => {
                             let declared = declared.clone();
-                            hangups = Some(tokio::task::spawn_blocking(move || declared.reread().map(drop)));
+                            hangups = Some(tokio::task::spawn_blocking(move || {
+                                declared.reread()?;
+                                Ok(workers_declared(&declared.path))
+                            }));
                         }
                         Some(_) => info!("Received SIGHUP while the last one is still being checked; ignored."),
                         None => {
                             info!("Received SIGHUP; the workers reload their services.");
-                            for worker in self.workers.values() {
-                                worker.signal(Signal::SIGHUP);
+                            for worker in self.workers.values_mut() {
+                                match worker.ready {
+                                    true => worker.signal(Signal::SIGHUP),
+                                    false => worker.hangup_pending = true,
+                                }
                             }
                         }
                     },
@@ -169,7 +172,12 @@ impl Master {
                     hangups = None;
                     let file = self.declared.as_ref().map(|d| d.path.display().to_string()).unwrap_or_default();
                     match checked {
-                        Ok(()) => self.upgrade("SIGHUP"),
+                        Ok(workers) => {
+                            if let Some(workers) = workers.filter(|n| *n != self.wanted) {
+                                warn!("Received SIGHUP: {file} sets workers = {workers}, which applies when host is started again; {} workers go on.", self.wanted);
+                            }
+                            self.upgrade("SIGHUP");
+                        }
                         Err(problems) => {
                             for problem in &problems {
                                 error!("{problem}");
@@ -178,13 +186,9 @@ impl Master {
                         }
                     }
                 }
-                _ = ticks.tick() => {
+                () = heartbeat.next() => {
                     self.health.beat();
                     self.on_tick();
-                    if watchdog.is_some_and(|every| last_ping.elapsed() >= every) {
-                        last_ping = Instant::now();
-                        let _ = systemd::notify("WATCHDOG=1");
-                    }
                 }
             }
         };
@@ -214,10 +218,12 @@ impl Master {
     fn spawn(&mut self, generation: u32) -> Result<u32, String> {
         let id = self.next_id;
         self.next_id += 1;
-        let worker = self
-            .fleet
-            .spawn(id, generation)
-            .map_err(|e| format!("cannot start worker {id}: {e}"))?;
+        let worker = self.fleet.spawn(id, generation).map_err(|e| {
+            format!(
+                "cannot start worker {id} ({}): {e}",
+                self.fleet.exe.display()
+            )
+        })?;
         info!(
             "Started worker {id} (pid {}, generation {generation}).",
             worker.pid
@@ -259,6 +265,9 @@ impl Master {
                     return;
                 };
                 worker.ready = true;
+                if std::mem::take(&mut worker.hangup_pending) {
+                    worker.signal(Signal::SIGHUP);
+                }
                 let generation = worker.generation;
                 if let Some(upgrade) = self.upgrade.as_mut().filter(|u| u.generation == generation)
                 {
@@ -268,8 +277,6 @@ impl Master {
                     }
                 } else if generation == self.generation {
                     info!("Worker {id} is ready.");
-                    self.crashes = 0;
-                    self.health.set_problem(None);
                 }
             }
             Event::Exited {
@@ -333,6 +340,27 @@ impl Master {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        for (id, worker) in &mut self.workers {
+            if worker.kill_at.is_some_and(|at| at <= now) {
+                worker.kill_at = None;
+                worker.signal(Signal::SIGKILL);
+                error!(
+                    "Worker {id} (pid {}, generation {}) did not stop within the shutdown timeout and {STOP_GRACE:?}; killed.",
+                    worker.pid, worker.generation
+                );
+            }
+        }
+        // Readiness alone proves little: a worker that dies seconds after it is ready still
+        // crashed straight away. The loop is over once the serving workers have outlived that.
+        let settled = self
+            .workers
+            .values()
+            .filter(|w| w.generation == self.generation && !w.retiring)
+            .all(|w| w.ready && w.spawned.elapsed() >= QUICK_CRASH);
+        if self.crashes > 0 && self.respawns.is_empty() && settled {
+            self.crashes = 0;
+            self.health.set_problem(None);
+        }
         let due = self.respawns.iter().filter(|at| **at <= now).count();
         self.respawns.retain(|at| *at > now);
         for _ in 0..due {
@@ -400,12 +428,14 @@ impl Master {
         };
         let old = self.generation;
         self.generation = upgrade.generation;
+        let kill_at = Instant::now() + self.settings.shutdown_timeout + STOP_GRACE;
         for worker in self
             .workers
             .values_mut()
             .filter(|w| w.generation < upgrade.generation)
         {
             worker.retiring = true;
+            worker.kill_at = Some(kill_at);
             worker.signal(Signal::SIGTERM);
         }
         self.respawns.clear();
@@ -489,6 +519,34 @@ impl Master {
         }
         self.workers.clear();
     }
+}
+
+/// The `workers` an application file's `[host]` table sets, if any.
+fn workers_declared(path: &Path) -> Option<u32> {
+    let (_, settings, _) = crate::app::read(path).ok()?;
+    settings?.get_one::<u32>("workers").copied()
+}
+
+/// The path host was started as, as the shell found it: `argv[0]` made absolute against the
+/// directory it was started in, or looked up on `PATH`. Not `current_exe()`, which resolves
+/// symlinks: with `current -> v1` switched to `v2`, the next generation runs `v2`, and a host
+/// installed over this one (by rename) is what it runs. `None` when it cannot be told.
+fn started_as() -> Option<PathBuf> {
+    let name = PathBuf::from(std::env::args_os().next()?);
+    if name.as_os_str().is_empty() {
+        return None;
+    }
+    let started_in = crate::started_in();
+    if name.as_os_str().as_bytes().contains(&b'/') {
+        return Some(started_in.join(name));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| started_in.join(dir).join(&name))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 fn because(last_words: &Option<String>) -> String {

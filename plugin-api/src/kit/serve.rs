@@ -97,15 +97,15 @@ impl ConnectionLimits {
     /// [`OptionSpec::max_connections`]: crate::OptionSpec::max_connections
     pub fn from_options(options: &Options) -> Result<Self> {
         let count = |long: &str| -> Result<usize> {
-            match options.parse::<i64>(long)? {
-                Some(n) if n < 0 => Err(format!("--{long} must not be negative").into()),
-                Some(n) => Ok(usize::try_from(n)?),
-                None => Ok(0),
-            }
+            Ok(match options.get(long) {
+                Some(value) => limit(value).map_err(|e| format!("option --{long}: {e}"))?,
+                None => 0,
+            })
         };
+        let [total, per_address] = LIMIT_OPTIONS;
         Ok(Self::unlimited()
-            .max_connections(count("max-connections")?)
-            .max_per_address(count("max-connections-per-ip")?))
+            .max_connections(count(total)?)
+            .max_per_address(count(per_address)?))
     }
 
     /// The total limit, 0 for none.
@@ -146,6 +146,20 @@ impl ConnectionLimits {
     }
 }
 
+/// The options [`ConnectionLimits::from_options`] reads, total then per address: counts, where 0
+/// means no limit.
+pub(crate) const LIMIT_OPTIONS: [&str; 2] = ["max-connections", "max-connections-per-ip"];
+
+/// The value of one of the [`LIMIT_OPTIONS`]. The host checks it with this (through
+/// [`OptionSpec::check`](crate::OptionSpec::check)), so a negative one is a usage error before
+/// `make_service`; a host older than that check leaves it to `from_options`.
+pub(crate) fn limit(value: &str) -> std::result::Result<usize, String> {
+    let number: i64 = value
+        .parse()
+        .map_err(|_| format!("'{value}' is not an integer"))?;
+    usize::try_from(number).map_err(|_| format!("'{value}' is negative (0 means no limit)"))
+}
+
 /// One admitted connection's place in the limits, given back when it is dropped.
 struct Slot {
     _total: Option<OwnedSemaphorePermit>,
@@ -181,6 +195,9 @@ impl Tasks {
     ///   (reset, broken pipe, early EOF) and as a warning otherwise; a panic in a handler is
     ///   logged the same way and ends only that connection.
     /// - **TLS**: on an `ssl:` listener the handshake runs on the connection's task, within 10 s.
+    ///   A failed handshake is the client's problem (a port scan, a client speaking plain text):
+    ///   it is logged at info level, at most once every 10 s with how many more failed, and
+    ///   each one at debug level.
     /// - **Two-phase stop**: on shutdown the listener closes at once; connections in progress
     ///   go on (the handler sees [`Tasks::shutdown`] and may finish early) until the host's
     ///   shutdown timeout, after which they are cancelled.
@@ -217,11 +234,14 @@ impl ServeMetrics {
     fn register() -> Self {
         let counter = |name: &str, help: &str| metrics::counter(name, help, &[]).with(&[]);
         Self {
-            accepted: counter("host_connections_accepted_total", "Connections accepted."),
+            accepted: counter(
+                "host_connections_accepted_total",
+                "Connections accepted and served (not those refused by a limit).",
+            ),
             open: metrics::gauge("host_connections_open", "Connections being served.", &[]).with(&[]),
             refused: counter(
                 "host_connections_refused_total",
-                "Connections refused by the connection limits (--max-connections, per address).",
+                "Connections turned away at once by a limit: per address, or in total where the plugin refuses (FTP's 421) rather than leaves clients waiting in the backlog.",
             ),
             failed: counter(
                 "host_connection_errors_total",
@@ -238,8 +258,14 @@ impl ServeMetrics {
                 &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0],
             )
             .with(&[]),
-            received: counter("host_received_bytes_total", "Bytes received from clients."),
-            sent: counter("host_sent_bytes_total", "Bytes sent to clients."),
+            received: counter(
+                "host_received_bytes_total",
+                "Bytes received from clients, counted at each 64 KiB of a connection and when it closes.",
+            ),
+            sent: counter(
+                "host_sent_bytes_total",
+                "Bytes sent to clients, counted at each 64 KiB of a connection and when it closes.",
+            ),
         }
     }
 }
@@ -257,6 +283,7 @@ where
 {
     let shutdown = tasks.shutdown();
     let mut backoff = Backoff::default();
+    let handshakes = Arc::new(Mutex::new(Throttle::every(HANDSHAKE_REPORT_EVERY)));
     let name = listener.local_endpoint();
     loop {
         // Waiting for a slot before accepting is what leaves the next client in the backlog.
@@ -281,7 +308,6 @@ where
             }
         };
         backoff.succeeded();
-        metrics.accepted.inc();
         let slot = match reserved {
             Some(permit) => limits.admit_address(Some(permit), &peer),
             None => limits.try_admit(&peer),
@@ -296,9 +322,11 @@ where
             tasks.spawn_tracked(async move { connection.refuse(&reply).await });
             continue;
         };
+        metrics.accepted.inc();
         let handler = handler.clone();
         let open = tasks.open_connection();
         let metrics = metrics.clone();
+        let handshakes = handshakes.clone();
         tasks.spawn_tracked(async move {
             let _slot = slot;
             let _open = open;
@@ -306,11 +334,14 @@ where
             metrics.open.add(1);
             let tally = Tally::new(metrics.received.clone(), metrics.sent.clone());
             let served = async {
-                let stream = connection.ready().await?.counted(tally);
-                handler(stream, peer).await
+                let stream = match connection.ready().await {
+                    Ok(stream) => stream.counted(tally),
+                    Err(e) => return Ok(handshake_failed(&handshakes, &peer, &e)),
+                };
+                handler(stream, peer).await.map(|()| false)
             };
             let failed = match AssertUnwindSafe(served).catch_unwind().await {
-                Ok(Ok(())) => false,
+                Ok(Ok(failed)) => failed,
                 Ok(Err(e)) => log_failure(Some(&peer), &e),
                 // The plugin's panic hook has logged where; this says whose connection it was.
                 Err(_) => {
@@ -329,33 +360,105 @@ where
     Ok(())
 }
 
+/// Whether an error says the client went away (reset, broken pipe, early EOF, too slow): routine.
+fn client_left(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::TimedOut
+    )
+}
+
 /// Logs a connection's error: a client that went away is routine, anything else is not (and
 /// is what this returns `true` for).
 pub(crate) fn log_failure(peer: Option<&PeerAddr>, error: &Error) -> bool {
-    let client_left = error.downcast_ref::<io::Error>().is_some_and(|e| {
-        matches!(
-            e.kind(),
-            io::ErrorKind::ConnectionReset
-                | io::ErrorKind::ConnectionAborted
-                | io::ErrorKind::BrokenPipe
-                | io::ErrorKind::UnexpectedEof
-                | io::ErrorKind::TimedOut
-        )
-    });
+    let left = error.downcast_ref::<io::Error>().is_some_and(client_left);
     let from = peer.map(|p| format!(" from {p}")).unwrap_or_default();
-    match client_left {
+    match left {
         true => info!("connection{from} ended: {error}"),
         false => warn!("connection{from} failed: {error}"),
     }
-    !client_left
+    !left
+}
+
+/// How often a listener reports failed TLS handshakes: a port scan or a plain-text client fails
+/// one per connection, which is no reason to fill the log.
+const HANDSHAKE_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Logs a failed TLS handshake, throttled by `reports`; `true` if it counts as a connection
+/// error, as in [`log_failure`].
+fn handshake_failed(reports: &Mutex<Throttle>, peer: &PeerAddr, error: &io::Error) -> bool {
+    let report = reports
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .occurred(Instant::now());
+    match report {
+        Some(also) => info!("connection from {peer} failed: {error}{also}"),
+        None => debug!("connection from {peer} failed: {error}"),
+    }
+    !client_left(error)
+}
+
+/// A problem that may recur many times a second, reported at most once per interval with how
+/// many times it recurred unreported.
+struct Throttle {
+    every: Duration,
+    last_report: Option<Instant>,
+    unreported: u64,
+}
+
+/// How many times a throttled problem went unreported: written ` (N more since the last
+/// report)` after the report, or nothing.
+struct Unreported(u64);
+
+impl std::fmt::Display for Unreported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            n => write!(f, " ({n} more since the last report)"),
+        }
+    }
+}
+
+impl Throttle {
+    fn every(every: Duration) -> Self {
+        Self {
+            every,
+            last_report: None,
+            unreported: 0,
+        }
+    }
+
+    /// Counts one occurrence at `now`: `Some` if it is to be reported, saying how many were not.
+    fn occurred(&mut self, now: Instant) -> Option<Unreported> {
+        if self
+            .last_report
+            .is_some_and(|last| now.duration_since(last) < self.every)
+        {
+            self.unreported += 1;
+            return None;
+        }
+        self.last_report = Some(now);
+        Some(Unreported(std::mem::take(&mut self.unreported)))
+    }
 }
 
 /// What to do after an accept error: skip it, or wait before the next try.
-#[derive(Default)]
 struct Backoff {
     delay: Duration,
-    last_report: Option<Instant>,
-    unreported: u64,
+    reports: Throttle,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            delay: Duration::ZERO,
+            reports: Throttle::every(Self::REPORT_EVERY),
+        }
+    }
 }
 
 /// Errors accept(2) passes on from one pending connection; the listener itself is fine.
@@ -396,19 +499,8 @@ impl Backoff {
         // Out of descriptors (EMFILE, ENFILE), buffers (ENOBUFS) or memory (ENOMEM), or
         // anything unexpected: the pending connection stays queued, so try again later rather
         // than spin on the same error, and never give up: the condition usually passes.
-        self.unreported += 1;
-        let now = Instant::now();
-        if self
-            .last_report
-            .is_none_or(|last| now.duration_since(last) >= Self::REPORT_EVERY)
-        {
-            let also = match self.unreported {
-                1 => String::new(),
-                n => format!(" ({} more since the last report)", n - 1),
-            };
+        if let Some(also) = self.reports.occurred(Instant::now()) {
             warn!("accept on {listener} failed: {error}; retrying{also}");
-            self.last_report = Some(now);
-            self.unreported = 0;
         }
         self.delay = (self.delay * 2).clamp(Self::FIRST, Self::LONGEST);
         tokio::time::sleep(self.delay).await;
@@ -417,5 +509,28 @@ impl Backoff {
 
     fn succeeded(&mut self) {
         self.delay = Duration::ZERO;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_reports_once_per_interval_with_how_many_it_held_back() {
+        let mut throttle = Throttle::every(Duration::from_secs(10));
+        let start = Instant::now();
+        let mut at = |secs| {
+            throttle
+                .occurred(start + Duration::from_secs(secs))
+                .map(|also| also.to_string())
+        };
+        assert_eq!(at(0).as_deref(), Some(""));
+        assert_eq!(at(1), None);
+        assert_eq!(at(9), None);
+        assert_eq!(at(10).as_deref(), Some(" (2 more since the last report)"));
+        assert_eq!(at(19), None);
+        assert_eq!(at(40).as_deref(), Some(" (1 more since the last report)"));
+        assert_eq!(at(50).as_deref(), Some(""));
     }
 }
