@@ -23,6 +23,7 @@ pub mod abi;
 mod kit;
 
 pub use abi::{OptionKind, OptionSpec, INTERFACE_VERSION};
+pub use kit::crowd;
 pub use kit::endpoint::{
     ClientEndpoint, Endpoint, EndpointError, HostPort, Listener, PeerAddr, SocketDomain, Stream,
     TlsConfig,

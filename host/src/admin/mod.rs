@@ -11,11 +11,11 @@
 //! It listens through the kit (any endpoint: `tcp:9100:interface=127.0.0.1`,
 //! `unix:/run/host/admin.sock`) and serves with the kit's own loop, bound before privileges are
 //! dropped and closed last, after the services have drained. Probes get through however many
-//! idle connections there are: see [`idle`].
+//! idle connections there are: past [`ROOM`] connections, the one that has waited longest
+//! without a request is closed for each newcomer (the kit's [`plugin_api::crowd`]).
 
 mod exposition;
 mod health;
-mod idle;
 pub mod report;
 mod services;
 
@@ -26,19 +26,24 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use plugin_api::crowd::Crowd;
 use plugin_api::{ConnectionLimits, Endpoint, Tasks};
 use report::{ProcessReport, Report};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How many connections may wait for a request before the longest waiting is closed for a
-/// newcomer.
-const MAX_IDLE: usize = 256;
+/// Connections open at once from which, for each newcomer, the one that has waited longest
+/// without a request is closed.
+const ROOM: usize = 256;
+
+/// How long a connection may wait for its request before it can be closed to make room: a
+/// probe sends its request at once.
+const PROBE_GRACE: Duration = Duration::from_millis(100);
 
 /// How many connections the admin endpoint serves at once; beyond, which takes that many
 /// requests being answered at the same moment, new ones wait in the backlog.
-const MAX_CONNECTIONS: usize = 2 * MAX_IDLE;
+const MAX_CONNECTIONS: usize = 2 * ROOM;
 
 /// How long a connection may take to send a request's headers, from when it opens or its last
 /// request was answered: probes and scrapers send theirs at once.
@@ -94,10 +99,10 @@ impl Admin {
         tracing::info!("admin endpoint on {}", listener.local_endpoint());
         let tasks = Tasks::standalone();
         let limits = ConnectionLimits::unlimited().max_connections(MAX_CONNECTIONS);
-        let idle = idle::Idle::new(MAX_IDLE);
+        let crowd = Crowd::new(ROOM, PROBE_GRACE);
         tasks.serve(listener, &limits, move |stream, _peer| {
             let (health, sources) = (health.clone(), sources.clone());
-            let place = idle.join();
+            let place = Arc::new(crowd.join());
             async move {
                 let asked = place.clone();
                 let service = hyper::service::service_fn(move |request| {
@@ -112,11 +117,13 @@ impl Admin {
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service);
-                tokio::select! {
-                    served = connection => served?,
-                    () = asked.asked_to_close() => {}
+                let mut connection = std::pin::pin!(connection);
+                loop {
+                    tokio::select! {
+                        served = connection.as_mut() => return Ok(served?),
+                        () = asked.asked_to_close() => if !asked.is_busy() { return Ok(()) },
+                    }
                 }
-                Ok(())
             }
         });
         drop(_entered);

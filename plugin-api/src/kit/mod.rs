@@ -1,6 +1,7 @@
 //! The author's kit: everything a plugin writes against, free to grow in minor versions
 //! because none of it crosses the library boundary.
 
+pub mod crowd;
 pub mod endpoint;
 pub mod error;
 pub mod export;

@@ -1,18 +1,18 @@
 //! One connection, served by hyper: HTTP/2 when TLS's ALPN chose `h2`, HTTP/1.1 otherwise,
 //! with the limits that keep a slow or hostile client from holding more than its share.
 
-use crate::crowd::Place;
 use crate::handler::Handler;
 use crate::send_timeout::SendTimeout;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use plugin_api::crowd::{Busy, Place};
 use plugin_api::tracing::{debug, warn};
 use plugin_api::{tokio, PeerAddr, Result, Shutdown, Stream};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ pub struct Timeouts {
 }
 
 /// Serves one connection until the client is done, it breaks a limit, the service needs its
-/// slot while it waits for a request (`place`, see [`crate::crowd`]), or the service stops
+/// slot while it waits for a request (`place`, see [`plugin_api::crowd`]), or the service stops
 /// (then the request in progress finishes and the connection closes).
 pub async fn serve(
     stream: Stream,
@@ -148,7 +148,7 @@ where
                 closing = true;
             }
             () = progress.place.asked_to_close() => {
-                if progress.open.load(Ordering::Relaxed) == 0 {
+                if !progress.place.is_busy() {
                     return Ok(());
                 }
             }
@@ -160,7 +160,7 @@ where
                     (requests, last_request) = (seen, now);
                 }
                 let delivered = progress.sent.load(Ordering::Relaxed);
-                if delivered != sent || progress.open.load(Ordering::Relaxed) == 0 {
+                if delivered != sent || !progress.place.is_busy() {
                     (sent, last_progress) = (delivered, now);
                 }
                 if now - last_progress >= timeouts.send {
@@ -179,10 +179,9 @@ where
 /// What one connection's responses are doing, for the HTTP/2 watchdog and the crowd.
 pub struct Progress {
     requests: AtomicU64,
-    /// Response bodies not yet done with.
-    open: AtomicUsize,
     /// Body bytes taken by hyper, all responses together.
     sent: AtomicU64,
+    /// Busy while a response body is not yet done with.
     place: Place,
 }
 
@@ -190,35 +189,30 @@ impl Progress {
     fn new(place: Place) -> Self {
         Self {
             requests: AtomicU64::new(0),
-            open: AtomicUsize::new(0),
             sent: AtomicU64::new(0),
             place,
         }
     }
 }
 
-/// One request's place in its connection's [`Progress`]: counted when it arrives, its body
-/// open until the body is dropped.
-pub struct Watched(Arc<Progress>);
+/// One request's place in its connection's [`Progress`]: counted when it arrives, busy until
+/// its body is dropped.
+pub struct Watched {
+    progress: Arc<Progress>,
+    /// Held for its drop: the connection waits again when the last body is done with.
+    _busy: Busy,
+}
 
 impl Watched {
     fn new(progress: &Arc<Progress>) -> Self {
         progress.requests.fetch_add(1, Ordering::Relaxed);
-        if progress.open.fetch_add(1, Ordering::Relaxed) == 0 {
-            progress.place.busy(true);
+        Self {
+            progress: progress.clone(),
+            _busy: progress.place.busy(),
         }
-        Self(progress.clone())
     }
 
     pub fn sent(&self, bytes: u64) {
-        self.0.sent.fetch_add(bytes, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.0.place.busy(false);
-        }
+        self.progress.sent.fetch_add(bytes, Ordering::Relaxed);
     }
 }

@@ -14,7 +14,6 @@ mod access_log;
 mod body;
 mod conditional;
 mod connection;
-mod crowd;
 mod encoding;
 mod file_response;
 mod handler;
@@ -27,9 +26,9 @@ mod site;
 
 use access_log::{AccessLog, FileLog};
 use connection::Timeouts;
-use crowd::Crowd;
 use handler::{Handler, Requests};
 use http::{HeaderName, HeaderValue};
+use plugin_api::crowd::Crowd;
 use plugin_api::tracing::info;
 use plugin_api::{
     export_service_maker, tokio, ConnectionLimits, Endpoint, Listener, OptionKind, OptionSpec,
@@ -40,6 +39,10 @@ use site::Site;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a connection may wait without a request before a full service closes it to make
+/// room for a newcomer: a client sends its request at once, a slowloris client never does.
+const CROWD_GRACE: Duration = Duration::from_millis(500);
 
 fn options() -> Vec<OptionSpec> {
     vec![
@@ -288,7 +291,8 @@ impl Service for WebService {
 
     fn start(&mut self, tasks: &Tasks) -> Result<()> {
         let handler = Arc::new(self.handler.take().ok_or("the service was started twice")?);
-        let crowd = Crowd::new(self.limits.max());
+        // Room is made once every connection slot is taken; see the README's slowloris notes.
+        let crowd = Crowd::new(self.limits.max(), CROWD_GRACE);
         if self.limits.max() > 0 {
             tasks.spawn(crowd.clone().watch(tasks.shutdown()));
         }
