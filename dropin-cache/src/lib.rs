@@ -16,7 +16,7 @@ mod probe;
 mod record;
 mod search_path;
 
-pub use cache_file::Outcome;
+pub use cache_file::{FileStat, Outcome};
 pub use discovery::{discover, Candidate, Changed, Discovery, Loaded, Plugin, SearchedDir, Source};
 pub use library::LoadError;
 pub use probe::{run_probe_child, Prober};

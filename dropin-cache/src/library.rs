@@ -8,7 +8,9 @@ use nix::sys::signal::Signal;
 use plugin_api::abi::{ServiceMakerRef, INTERFACE_VERSION};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::path::Path;
+use std::os::fd::IntoRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Why a candidate file is not a usable plugin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,12 +89,32 @@ pub fn load_and_describe(path: &Path) -> Result<(ServiceMakerRef, PluginRecord),
 
 /// The library's service maker and the plugin-api version it was built against.
 fn open(path: &Path) -> Result<(ServiceMakerRef, String), LoadError> {
-    let header = lib_header_from_path(path).map_err(|e| classify(e, "unknown"))?;
+    let header = lib_header_from_path(&fresh_name(path)).map_err(|e| classify(e, "unknown"))?;
     let interface_version = header.version_strings().version.to_string();
     let maker = header
         .init_root_module::<ServiceMakerRef>()
         .map_err(|e| classify(e, &interface_version))?;
     Ok((maker, interface_version))
+}
+
+/// The name to load `path` by. glibc's `dlopen` hands back the library already loaded under
+/// the same name without looking at the file, so a new build installed at a path loaded before
+/// (renamed into place, as SIGHUP then restarts its service) would never run. The second time
+/// a path is loaded, it is opened and loaded as `/proc/self/fd/N`: a name never used before,
+/// since the descriptor stays open as long as the library stays loaded (for ever), and glibc
+/// then compares the file itself (device and inode) with what is loaded.
+fn fresh_name(path: &Path) -> PathBuf {
+    static LOADED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let mut loaded = LOADED.lock().unwrap_or_else(|p| p.into_inner());
+    if !loaded.iter().any(|p| p == path) {
+        loaded.push(path.to_path_buf());
+        return path.to_path_buf();
+    }
+    match std::fs::File::open(path) {
+        Ok(file) => PathBuf::from(format!("/proc/self/fd/{}", file.into_raw_fd())),
+        // The load then fails, with the error for the path itself.
+        Err(_) => path.to_path_buf(),
+    }
 }
 
 fn signal_name(signal: i32) -> &'static str {

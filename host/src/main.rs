@@ -251,14 +251,13 @@ fn command_line_service(
         .ok_or_else(|| unknown_plugin(&tapname, discovery))?;
     let specs = plugin.options().map_err(Exit::failure)?;
     let values = plugin_values(plugin, &specs, &args).unwrap_or_else(|e| e.exit());
-    Ok(ServiceSpec {
-        name: tapname,
-        path: plugin.path.to_path_buf(),
-        record: plugin.record.clone(),
+    Ok(ServiceSpec::new(
+        tapname,
+        plugin,
         values,
-        on_failure: OnFailure::StopHost,
-        origin: Origin::CommandLine(args),
-    })
+        OnFailure::StopHost,
+        Origin::CommandLine(args),
+    ))
 }
 
 /// `3 services: ecstasy (fastpoetry), science (fastpoetry), files (ftp)`.

@@ -961,3 +961,59 @@ fn a_stop_signal_during_the_start_starts_nothing_more_and_waits_at_most_the_shut
     );
     assert!(refused(port));
 }
+
+#[test]
+fn sighup_restarts_a_service_whose_library_was_installed_anew() {
+    // A new build installed as package managers do (renamed into place: a new inode) is a
+    // change: the service starts again from the new file, which the process then maps.
+    let dir = TempDir::new("app-new-library");
+    let plugins = dir.join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    let library = plugins.join("libfastpoetry.so");
+    let built = host_e2e::host_bin()
+        .parent()
+        .unwrap()
+        .join("libfastpoetry.so");
+    std::fs::copy(&built, &library).unwrap();
+    let port = free_port();
+    let app = dir.join("app.toml");
+    std::fs::write(
+        &app,
+        format!("[[service]]\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\" }}\n"),
+    )
+    .unwrap();
+    let mut host = start_host(&[
+        "-n",
+        "--plugin-dir",
+        plugins.to_str().unwrap(),
+        "-y",
+        app.to_str().unwrap(),
+    ]);
+    host.wait_for_line(&format!("fastpoetry starting on tcp:{port}"));
+    let inode =
+        |path: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap());
+    let mapped = |ino: u64| {
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", host.pid())).unwrap();
+        maps.lines().any(|l| {
+            l.ends_with("libfastpoetry.so") && l.split_whitespace().nth(4) == Some(&ino.to_string())
+        })
+    };
+    let old = inode(&library);
+    assert!(mapped(old));
+    let poem = fetch(port);
+
+    let beside = plugins.join("libfastpoetry.so.new");
+    std::fs::copy(&built, &beside).unwrap();
+    std::fs::rename(&beside, &library).unwrap();
+    let new = inode(&library);
+    assert_ne!(old, new);
+    host.signal(libc::SIGHUP);
+    let summary = host.wait_for_line("Received SIGHUP, re-read");
+    assert!(
+        summary.ends_with("restarted fastpoetry; unchanged none."),
+        "{summary}"
+    );
+    assert!(mapped(new), "the new library is loaded");
+    assert_eq!(fetch(port), poem, "and serves");
+    host.stop();
+}

@@ -5,7 +5,7 @@
 
 use super::file::{AppFile, Entry, Located, OnFailure, Problem, Value};
 use crate::suggest;
-use dropin_cache::{Discovery, Plugin, PluginRecord};
+use dropin_cache::{Discovery, FileStat, Plugin, PluginRecord};
 use plugin_api::abi::{OptionKind, OptionSpec, OptionValue};
 use plugin_api::{ClientEndpoint, Endpoint};
 use std::collections::HashMap;
@@ -24,6 +24,11 @@ pub struct ServiceSpec {
     pub values: Vec<OptionValue>,
     pub on_failure: OnFailure,
     pub origin: Origin,
+    /// The library file as it was when the service was declared. A new build installed over
+    /// it (renamed into place: a new inode) makes the service a changed one, which SIGHUP
+    /// starts again from the new file; the old one stays mapped, since a loaded library cannot
+    /// be unloaded.
+    pub library: Option<FileStat>,
 }
 
 /// Where a service was declared, which is also how its options are read again if its library
@@ -37,6 +42,24 @@ pub enum Origin {
 }
 
 impl ServiceSpec {
+    pub fn new(
+        name: String,
+        plugin: Plugin<'_>,
+        values: Vec<OptionValue>,
+        on_failure: OnFailure,
+        origin: Origin,
+    ) -> Self {
+        Self {
+            name,
+            path: plugin.path.to_path_buf(),
+            record: plugin.record.clone(),
+            values,
+            on_failure,
+            origin,
+            library: FileStat::of(plugin.path).ok(),
+        }
+    }
+
     pub fn plugin(&self) -> Plugin<'_> {
         Plugin {
             path: &self.path,
@@ -50,6 +73,7 @@ impl ServiceSpec {
         self.name == other.name
             && self.path == other.path
             && self.record == other.record
+            && self.library == other.library
             && self.values == other.values
     }
 }
@@ -115,17 +139,16 @@ pub fn check(
                 .map(|(key, value)| (key.value.clone(), value.at.clone()))
                 .collect(),
         ));
-        services.push(ServiceSpec {
+        services.push(ServiceSpec::new(
             name,
-            path: plugin.path.to_path_buf(),
-            record: plugin.record.clone(),
+            plugin,
             values,
-            on_failure: entry.on_failure,
-            origin: Origin::File {
+            entry.on_failure,
+            Origin::File {
                 entry: entry.clone(),
                 dir: file.dir.clone(),
             },
-        });
+        ));
     }
     if let Some(service) = command_line {
         places.push((None, HashMap::new()));
