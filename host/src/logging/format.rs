@@ -129,8 +129,9 @@ fn escaped(text: &str) -> String {
 }
 
 /// Appends `text` with every control character shown visibly: C0 (below 0x20) except tab as
-/// `\n`, `\r` or `\x1b`, DEL as `\x7f`, and C1 (U+0080 to U+009F, which some terminals obey
-/// as escape sequences too) as `\u{9b}`.
+/// `\n`, `\r` or `\x1b`, DEL as `\x7f`, C1 (U+0080 to U+009F, which some terminals obey as
+/// escape sequences too) as `\u{9b}`, and the bidirectional overrides and isolates (U+202A to
+/// U+202E, U+2066 to U+2069), which make a line read in another order than it was written.
 fn push_escaped(out: &mut String, text: &str) {
     let mut rest = text;
     while let Some(at) = rest.find(is_control) {
@@ -148,7 +149,7 @@ fn push_escaped(out: &mut String, text: &str) {
 }
 
 fn is_control(c: char) -> bool {
-    c.is_control() && c != '\t'
+    (c.is_control() && c != '\t') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
@@ -162,5 +163,6 @@ mod tests {
             escaped("USER \u{1b}[2Jx\r\nforged [-] line\u{7f}\u{9b}\0é"),
             "USER \\x1b[2Jx\\r\\nforged [-] line\\x7f\\u{9b}\\x00é"
         );
+        assert_eq!(escaped("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
     }
 }
