@@ -116,6 +116,40 @@ fn curl_through_socks4_4a_5_and_5h_with_a_connection_log() {
 }
 
 #[test]
+fn sighup_reopens_the_connection_log_for_logrotate() {
+    let site = TempDir::new("socks-rotate");
+    std::fs::write(site.join("hello.txt"), "hello\n").unwrap();
+    let web = WebServer::start(site.path());
+    let log = site.join("connections.log");
+    let (mut host, port) = socks_with(
+        &[],
+        &["--allow", "127.0.0.0/8", "-l", log.to_str().unwrap()],
+    );
+    let fetch_once = || {
+        let out = curl(&[
+            "--proxy",
+            &format!("socks5://127.0.0.1:{port}"),
+            &format!("http://127.0.0.1:{}/hello.txt", web.port),
+        ]);
+        assert_eq!(out.stdout, b"hello\n");
+    };
+    fetch_once();
+    host.wait_for_line("socks5 127.0.0.1:");
+    let rotated = site.join("connections.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    host.signal(libc::SIGHUP);
+    host.wait_for_line("reopened the connection log");
+    fetch_once();
+    host.stop();
+    let lines = |path: &std::path::Path| std::fs::read_to_string(path).unwrap().lines().count();
+    assert_eq!(
+        (lines(&rotated), lines(&log)),
+        (1, 1),
+        "one line before the rotation, one after"
+    );
+}
+
+#[test]
 fn malformed_and_truncated_handshakes_get_their_error_reply_and_a_close() {
     let origin = Origin::start();
     let (mut host, port) = socks(&["--allow", "127.0.0.0/8", "--handshake-timeout", "1s"]);

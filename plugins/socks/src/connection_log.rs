@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -17,6 +17,7 @@ const BACKLOG: usize = 10_000;
 
 /// The log file, opened before the host changes directory or drops privileges.
 pub struct ConnectionLog {
+    path: PathBuf,
     file: File,
 }
 
@@ -26,7 +27,10 @@ impl ConnectionLog {
     pub fn open(path: &Path) -> Result<Self, String> {
         let file = plugin_api::files::open_append(path)
             .map_err(|e| format!("cannot open the connection log {}: {e}", path.display()))?;
-        Ok(Self { file })
+        Ok(Self {
+            path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+            file,
+        })
     }
 
     /// Starts the writer thread; lines go to it through the returned handle.
@@ -37,18 +41,38 @@ impl ConnectionLog {
         plugin_api::spawn_thread("socks-log".into(), move || {
             write_lines(self.file, receiver, &counted)
         })?;
-        Ok(LogLines { sender, dropped })
+        Ok(LogLines {
+            path: self.path,
+            sender,
+            dropped,
+        })
     }
 }
 
-fn write_lines(file: File, lines: Receiver<String>, dropped: &AtomicU64) {
+/// What the writer thread is sent.
+enum Entry {
+    Line(String),
+    /// The file opened again (SIGHUP, after logrotate moved it): lines go there from now on.
+    Reopened(File),
+}
+
+fn write_lines(file: File, entries: Receiver<Entry>, dropped: &AtomicU64) {
     let mut out = BufWriter::new(file);
-    while let Ok(line) = lines.recv() {
-        let _ = out.write_all(line.as_bytes());
+    let write = |out: &mut BufWriter<File>, entry| match entry {
+        Entry::Line(line) => {
+            let _ = out.write_all(line.as_bytes());
+        }
+        Entry::Reopened(file) => {
+            let _ = out.flush();
+            *out = BufWriter::new(file);
+        }
+    };
+    while let Ok(entry) = entries.recv() {
+        write(&mut out, entry);
         // Write what else is waiting, then flush once: the file stays current without a
         // system call per line under load.
-        while let Ok(line) = lines.try_recv() {
-            let _ = out.write_all(line.as_bytes());
+        while let Ok(entry) = entries.try_recv() {
+            write(&mut out, entry);
         }
         let lost = dropped.swap(0, Ordering::Relaxed);
         if lost > 0 {
@@ -64,7 +88,8 @@ fn write_lines(file: File, lines: Receiver<String>, dropped: &AtomicU64) {
 /// Where connection lines go.
 #[derive(Clone)]
 pub struct LogLines {
-    sender: SyncSender<String>,
+    path: PathBuf,
+    sender: SyncSender<Entry>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -77,12 +102,25 @@ impl LogLines {
             line.push_str(if field.is_empty() { "-" } else { field });
         }
         line.push('\n');
-        match self.sender.try_send(line) {
+        match self.sender.try_send(Entry::Line(line)) {
             Ok(()) | Err(TrySendError::Disconnected(_)) => {}
             Err(TrySendError::Full(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+impl LogLines {
+    /// Opens the file again, as the kit's file policy allows (a FIFO or a symlink put there
+    /// is refused, and the old file stays in use), and has the lines written there from now on.
+    pub fn reopen(&self) -> Result<&Path, String> {
+        let file = ConnectionLog::open(&self.path)?.file;
+        // Waits for room rather than dropping the file: the writer empties the queue quickly.
+        self.sender
+            .send(Entry::Reopened(file))
+            .map_err(|_| "the connection log's writer has stopped".to_string())?;
+        Ok(&self.path)
     }
 }
 

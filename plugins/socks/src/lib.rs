@@ -118,6 +118,8 @@ struct Socks {
     limits: ConnectionLimits,
     log_file: Option<ConnectionLog>,
     proxy: Option<Proxy>,
+    /// `-l`'s lines, once started: SIGHUP opens the file again.
+    log: Option<LogLines>,
 }
 
 fn make_service(options: &Options) -> Result<Socks> {
@@ -155,6 +157,7 @@ fn make_service(options: &Options) -> Result<Socks> {
             log: None,
             outcomes: Outcomes::register(),
         }),
+        log: None,
     })
 }
 
@@ -175,6 +178,7 @@ impl Service for Socks {
     fn start(&mut self, tasks: &Tasks) -> Result<()> {
         let mut proxy = self.proxy.take().expect("started once");
         proxy.log = self.log_file.take().map(ConnectionLog::start).transpose()?;
+        self.log = proxy.log.clone();
         let proxy = Arc::new(proxy);
         for listener in self.listeners.drain(..) {
             let proxy = proxy.clone();
@@ -183,6 +187,18 @@ impl Service for Socks {
             });
         }
         Ok(())
+    }
+
+    /// SIGHUP opens `-l`'s file again, for logrotate, as the web plugin does its access log.
+    fn reload(&mut self) -> Option<Result<()>> {
+        let log = self.log.as_ref()?;
+        Some(match log.reopen() {
+            Ok(path) => {
+                info!("reopened the connection log {}", path.display());
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        })
     }
 }
 
