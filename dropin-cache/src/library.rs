@@ -1,5 +1,6 @@
 //! Loading one plugin library and turning abi_stable's errors into one line each.
 
+use crate::cache_file::FileStat;
 use crate::option_check::check_options;
 use crate::record::PluginRecord;
 use abi_stable::library::{lib_header_from_path, AbiHeader, LibraryError};
@@ -9,6 +10,7 @@ use plugin_api::abi::{ServiceMakerRef, INTERFACE_VERSION};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::os::fd::IntoRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -99,22 +101,34 @@ fn open(path: &Path) -> Result<(ServiceMakerRef, String), LoadError> {
 
 /// The name to load `path` by. glibc's `dlopen` hands back the library already loaded under
 /// the same name without looking at the file, so a new build installed at a path loaded before
-/// (renamed into place, as SIGHUP then restarts its service) would never run. The second time
-/// a path is loaded, it is opened and loaded as `/proc/self/fd/N`: a name never used before,
-/// since the descriptor stays open as long as the library stays loaded (for ever), and glibc
-/// then compares the file itself (device and inode) with what is loaded.
+/// (renamed into place, as SIGHUP then restarts its service) would never run. So a file (device
+/// and inode) at a path that held another file when it was loaded is opened and loaded as
+/// `/proc/self/fd/N`: a name never used before, since the descriptor stays open as long as the
+/// library stays loaded (for ever). A file loaded before is loaded by the name it was loaded by,
+/// and glibc hands back that library.
 fn fresh_name(path: &Path) -> PathBuf {
-    static LOADED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    static LOADED: Mutex<Vec<(PathBuf, (u64, u64), PathBuf)>> = Mutex::new(Vec::new());
+    let Ok(stat) = FileStat::of(path) else {
+        // The load fails, with the error for the path itself.
+        return path.to_path_buf();
+    };
+    let file = (stat.dev, stat.ino);
     let mut loaded = LOADED.lock().unwrap_or_else(|p| p.into_inner());
-    if !loaded.iter().any(|p| p == path) {
-        loaded.push(path.to_path_buf());
+    if let Some((_, _, name)) = loaded.iter().find(|(p, f, _)| p == path && *f == file) {
+        return name.clone();
+    }
+    if !loaded.iter().any(|(p, _, _)| p == path) {
+        loaded.push((path.to_path_buf(), file, path.to_path_buf()));
         return path.to_path_buf();
     }
-    match std::fs::File::open(path) {
-        Ok(file) => PathBuf::from(format!("/proc/self/fd/{}", file.into_raw_fd())),
-        // The load then fails, with the error for the path itself.
-        Err(_) => path.to_path_buf(),
-    }
+    let Ok(opened) = plugin_api::files::open_regular(path) else {
+        return path.to_path_buf();
+    };
+    // What was opened, which a rename since the stat above may have changed.
+    let file = opened.metadata().map_or(file, |m| (m.dev(), m.ino()));
+    let name = PathBuf::from(format!("/proc/self/fd/{}", opened.into_raw_fd()));
+    loaded.push((path.to_path_buf(), file, name.clone()));
+    name
 }
 
 fn signal_name(signal: i32) -> &'static str {

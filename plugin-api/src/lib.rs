@@ -36,6 +36,7 @@ pub use kit::options::{parse_duration, Options};
 pub use kit::scope::spawn_thread;
 pub use kit::serve::{ConnectionLimits, WhenFull};
 pub use kit::service::{Service, Shutdown, Tasks};
+pub use kit::text;
 
 /// Re-exported so plugins use the same tokio and tracing versions as the kit. The tokio
 /// features on: `rt-multi-thread`, `net`, `io-util`, `time`, `sync`, `macros`, `signal`.

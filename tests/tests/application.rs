@@ -982,6 +982,7 @@ fn sighup_restarts_a_service_whose_library_was_installed_anew() {
         format!("[[service]]\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\" }}\n"),
     )
     .unwrap();
+    let poem_path = poem("science.txt");
     let mut host = start_host(&[
         "-n",
         "--plugin-dir",
@@ -1015,5 +1016,28 @@ fn sighup_restarts_a_service_whose_library_was_installed_anew() {
     );
     assert!(mapped(new), "the new library is loaded");
     assert_eq!(fetch(port), poem, "and serves");
+    // Loading it kept one descriptor open (its name); services made again from the same file
+    // reuse it rather than opening another each time.
+    let descriptors = || {
+        std::fs::read_dir(format!("/proc/{}/fd", host.pid()))
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.unwrap().path()).ok())
+            .filter(|target| target.ends_with("libfastpoetry.so"))
+            .count()
+    };
+    assert_eq!(descriptors(), 1);
+    std::fs::write(&app, format!("[[service]]\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\", poem = {:?} }}\n", poem_path.display().to_string())).unwrap();
+    host.signal(libc::SIGHUP);
+    let until = Instant::now() + PATIENCE;
+    while host.stdout().matches("restarted fastpoetry").count() < 2 {
+        assert!(
+            Instant::now() < until,
+            "no second restart:\n{}",
+            host.stdout()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(fetch(port), std::fs::read(&poem_path).unwrap());
+    assert_eq!(descriptors(), 1, "no descriptor more for the same file");
     host.stop();
 }

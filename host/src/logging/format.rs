@@ -128,10 +128,9 @@ fn escaped(text: &str) -> String {
     out
 }
 
-/// Appends `text` with every control character shown visibly: C0 (below 0x20) except tab as
-/// `\n`, `\r` or `\x1b`, DEL as `\x7f`, C1 (U+0080 to U+009F, which some terminals obey as
-/// escape sequences too) as `\u{9b}`, and the bidirectional overrides and isolates (U+202A to
-/// U+202E, U+2066 to U+2069), which make a line read in another order than it was written.
+/// Appends `text` with every character that acts on the display (`plugin_api::text`) shown
+/// visibly, tab excepted: C0 as `\n`, `\r` or `\x1b`, DEL as `\x7f`, the rest as `\u{9b}` or
+/// `\u{202e}`.
 fn push_escaped(out: &mut String, text: &str) {
     let mut rest = text;
     while let Some(at) = rest.find(is_control) {
@@ -149,7 +148,7 @@ fn push_escaped(out: &mut String, text: &str) {
 }
 
 fn is_control(c: char) -> bool {
-    (c.is_control() && c != '\t') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c != '\t' && plugin_api::text::acts_on_display(c)
 }
 
 #[cfg(test)]

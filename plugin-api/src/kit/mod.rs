@@ -15,3 +15,4 @@ pub(crate) mod scope;
 pub mod serve;
 pub mod service;
 mod socket_activation;
+pub mod text;

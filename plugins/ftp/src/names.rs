@@ -10,10 +10,11 @@
 //! - everything meant for people (LIST, STAT, the paths in replies and in the log) shows them
 //!   with each control character replaced by `?`, as `ls -q` does.
 //!
-//! Control characters are C0, DEL and C1: C1 as the code points U+0080 to U+009F of a UTF-8
-//! name, and as the single bytes 0x80 to 0x9F where a name is not UTF-8 (a terminal in an 8-bit
-//! mode takes 0x9B for CSI). Bytes of valid UTF-8 are kept otherwise: 0x80 to 0x9F are also
-//! continuation bytes of ordinary characters (`Ā` is C4 80).
+//! Control characters are those of `plugin_api::text::acts_on_display` (C0, DEL, C1, the line
+//! separators and the bidirectional overrides, which make `evil\u{202e}txt.exe` read as
+//! `evilexe.txt`), and the single bytes 0x80 to 0x9F where a name is not UTF-8 (a terminal in
+//! an 8-bit mode takes 0x9B for CSI). Bytes of valid UTF-8 are kept otherwise: 0x80 to 0x9F are
+//! also continuation bytes of ordinary characters (`Ā` is C4 80).
 
 /// Whether `name` holds no control character.
 pub fn is_clean(name: &[u8]) -> bool {
@@ -48,7 +49,7 @@ fn pieces(name: &[u8]) -> impl Iterator<Item = Piece<'_>> {
         let valid = chunk.valid();
         let characters = valid.char_indices().map(move |(at, c)| Piece {
             bytes: &valid.as_bytes()[at..at + c.len_utf8()],
-            is_control: c.is_control(),
+            is_control: plugin_api::text::acts_on_display(c),
         });
         let invalid = chunk.invalid().chunks(1).map(|byte| Piece {
             bytes: byte,

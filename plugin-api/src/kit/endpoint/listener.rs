@@ -320,9 +320,24 @@ fn bind_unix(
     }
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
     socket.set_nonblocking(true)?;
-    socket.bind(&SockAddr::unix(path)?)?;
-    if let Some(mode) = mode {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    match mode {
+        None => socket.bind(&SockAddr::unix(path)?)?,
+        // A socket's mode can only be set through its path, and `chmod` follows a symlink
+        // swapped in there between `bind` and `chmod` (the host may be root). So the socket is
+        // bound in a directory of our own beside the path (mode 0700: nobody else can swap
+        // anything in it), given its mode there, then renamed into place: `rename` replaces
+        // whatever is at the path, never following it.
+        Some(mode) => {
+            let parent = match path.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent,
+                _ => Path::new("."),
+            };
+            let private = tempfile::Builder::new().prefix(".h").tempdir_in(parent)?;
+            let inside = private.path().join("s");
+            socket.bind(&SockAddr::unix(&inside)?)?;
+            std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(mode))?;
+            std::fs::rename(&inside, path)?;
+        }
     }
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
     Ok(socket.into())

@@ -377,3 +377,29 @@ fn relative_paths_are_taken_relative_to_a_directory() {
         "unix:/srv/app/s.sock:timeout=2"
     );
 }
+
+#[test]
+fn a_unix_socket_gets_its_mode_before_it_appears_at_its_path() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.sock");
+    let endpoint: Endpoint = format!("unix:{}:mode=0640", path.display())
+        .parse()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let listener = endpoint.bind().unwrap();
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(
+        left.len(),
+        1,
+        "the private directory it was bound in is gone"
+    );
+    drop(listener);
+}
