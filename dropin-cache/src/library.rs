@@ -10,7 +10,6 @@ use plugin_api::abi::{ServiceMakerRef, INTERFACE_VERSION};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::os::fd::IntoRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -107,27 +106,38 @@ fn open(path: &Path) -> Result<(ServiceMakerRef, String), LoadError> {
 /// library stays loaded (for ever). A file loaded before is loaded by the name it was loaded by,
 /// and glibc hands back that library.
 fn fresh_name(path: &Path) -> PathBuf {
-    static LOADED: Mutex<Vec<(PathBuf, (u64, u64), PathBuf)>> = Mutex::new(Vec::new());
+    /// A library file loaded by this process: where, which file, and the name it was loaded by.
+    struct Loaded {
+        path: PathBuf,
+        file: (u64, u64),
+        name: PathBuf,
+    }
+    static LOADED: Mutex<Vec<Loaded>> = Mutex::new(Vec::new());
     let Ok(stat) = FileStat::of(path) else {
         // The load fails, with the error for the path itself.
         return path.to_path_buf();
     };
     let file = (stat.dev, stat.ino);
     let mut loaded = LOADED.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, _, name)) = loaded.iter().find(|(p, f, _)| p == path && *f == file) {
-        return name.clone();
+    if let Some(known) = loaded.iter().find(|l| l.path == path && l.file == file) {
+        return known.name.clone();
     }
-    if !loaded.iter().any(|(p, _, _)| p == path) {
-        loaded.push((path.to_path_buf(), file, path.to_path_buf()));
-        return path.to_path_buf();
-    }
-    let Ok(opened) = plugin_api::files::open_regular(path) else {
-        return path.to_path_buf();
+    let name = match loaded.iter().any(|l| l.path == path) {
+        false => path.to_path_buf(),
+        true => {
+            let Ok(opened) = plugin_api::files::open_regular(path) else {
+                return path.to_path_buf();
+            };
+            PathBuf::from(format!("/proc/self/fd/{}", opened.into_raw_fd()))
+        }
     };
     // What was opened, which a rename since the stat above may have changed.
-    let file = opened.metadata().map_or(file, |m| (m.dev(), m.ino()));
-    let name = PathBuf::from(format!("/proc/self/fd/{}", opened.into_raw_fd()));
-    loaded.push((path.to_path_buf(), file, name.clone()));
+    let file = FileStat::of(&name).map_or(file, |s| (s.dev, s.ino));
+    loaded.push(Loaded {
+        path: path.to_path_buf(),
+        file,
+        name: name.clone(),
+    });
     name
 }
 
