@@ -151,11 +151,14 @@ impl CacheFile {
         Header::matches_fields(self.format, &self.interface, &self.directory, directory)
     }
 
-    /// Compact JSON: the cache is read on every listing, and `jq` makes it readable.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut bytes = serde_json::to_vec(self).expect("a cache always serializes");
+    /// Compact JSON: the cache is read on every listing, and `jq` makes it readable. JSON
+    /// holds text only, so a directory whose name is not UTF-8 has no cache (its plugins are
+    /// probed every time): an error naming the reason.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        let mut bytes =
+            serde_json::to_vec(self).map_err(|e| format!("cannot be written as JSON: {e}"))?;
         bytes.push(b'\n');
-        bytes
+        Ok(bytes)
     }
 
     /// Removes the entry for `name`, returning its outcome if it still describes the file
@@ -214,7 +217,7 @@ mod tests {
     fn round_trips() {
         let cache = sample();
         assert_eq!(
-            CacheFile::parse(&cache.to_bytes(), Path::new("/plugins")),
+            CacheFile::parse(&cache.to_bytes().unwrap(), Path::new("/plugins")),
             Ok(cache)
         );
     }
@@ -223,26 +226,26 @@ mod tests {
     fn another_version_or_directory_is_outdated_not_corrupt() {
         let cache = sample();
         assert_eq!(
-            CacheFile::parse(&cache.to_bytes(), Path::new("/other")),
+            CacheFile::parse(&cache.to_bytes().unwrap(), Path::new("/other")),
             Err(Unusable::Outdated)
         );
         let mut old = cache.clone();
         old.format = FORMAT_VERSION + 1;
         assert_eq!(
-            CacheFile::parse(&old.to_bytes(), Path::new("/plugins")),
+            CacheFile::parse(&old.to_bytes().unwrap(), Path::new("/plugins")),
             Err(Unusable::Outdated)
         );
         old = cache;
         old.interface = "0.9.0".into();
         assert_eq!(
-            CacheFile::parse(&old.to_bytes(), Path::new("/plugins")),
+            CacheFile::parse(&old.to_bytes().unwrap(), Path::new("/plugins")),
             Err(Unusable::Outdated)
         );
     }
 
     #[test]
     fn empty_and_truncated_files_are_corrupt() {
-        let bytes = sample().to_bytes();
+        let bytes = sample().to_bytes().unwrap();
         for cut in [0, 1, bytes.len() / 2, bytes.len() - 3] {
             let parsed = CacheFile::parse(&bytes[..cut], Path::new("/plugins"));
             assert!(
@@ -294,7 +297,7 @@ mod tests {
 
         #[test]
         fn mutated_caches_never_panic(position in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>()) {
-            let mut bytes = sample().to_bytes();
+            let mut bytes = sample().to_bytes().unwrap();
             let at = position.index(bytes.len());
             bytes[at] = byte;
             bytes.truncate(cut.index(bytes.len() + 1).max(at));

@@ -127,7 +127,7 @@ pub fn refresh(dir: &Path, name: &str, entry: Entry) -> Result<PathBuf, String> 
 }
 
 fn write_first(dir: &Path, cache: &CacheFile) -> Result<PathBuf, String> {
-    let bytes = cache.to_bytes();
+    let bytes = cache.to_bytes()?;
     let mut errors = Vec::new();
     for place in locations(dir) {
         match write_atomically(&place, &bytes) {
