@@ -1093,6 +1093,69 @@ assert received == 100_000_000, 'a download in progress was cut at %d bytes' % r
 }
 
 #[test]
+fn room_is_made_across_listeners_and_before_the_tls_handshake() {
+    // Two listeners share the limit, and the idle connections sit on the TLS one without ever
+    // starting a handshake: they hold slots all the same, and must be closed for a newcomer.
+    let site = Site::new("web-full-tls");
+    let (cert, key) = self_signed(site.dir.path());
+    let (plain, tls) = (free_port(), free_port());
+    let mut host = Running::start(&[
+        "--pidfile",
+        "",
+        "-n",
+        "web",
+        "--listen",
+        &format!("tcp:{plain}:interface=127.0.0.1"),
+        "--listen",
+        &format!(
+            "ssl:{tls}:interface=127.0.0.1:privateKey={}:certKey={}",
+            key.display(),
+            cert.display()
+        ),
+        "--path",
+        site.root().to_str().unwrap(),
+        "--max-connections",
+        "20",
+        "--header-timeout",
+        "60s",
+    ]);
+    host.wait_for_line("web starting on ssl:");
+    python(
+        plain,
+        &format!(
+            r#"
+stop = threading.Event(); cut = [0]
+def idle():
+    held = []
+    while not stop.is_set():
+        for old in list(held):
+            old.setblocking(False)
+            try:
+                if old.recv(1) == b'':
+                    held.remove(old); old.close(); cut[0] += 1
+            except BlockingIOError:
+                pass
+            except OSError:
+                held.remove(old); old.close(); cut[0] += 1
+        if len(held) < 40:
+            held.append(socket.create_connection(('127.0.0.1', {tls}), timeout=1))
+        time.sleep(0.005)
+    [s.close() for s in held]
+attacker = threading.Thread(target=idle); attacker.start()
+time.sleep(2)
+waits = []
+for _ in range(5):
+    t = time.time(); assert get('/a.txt')[0] == 200; waits.append(time.time() - t)
+stop.set(); attacker.join(40)
+assert max(waits) < 4, 'a prompt client waited behind the idle TLS connections: %r' % waits
+assert cut[0] > 0, 'no idle connection was closed'
+"#
+        ),
+    );
+    host.stop();
+}
+
+#[test]
 fn clients_that_stop_reading_are_dropped_and_hold_little_memory() {
     let site = Site::new("web-stalled");
     std::fs::File::create(site.root().join("sparse.bin"))

@@ -11,7 +11,7 @@
 //! It listens through the kit (any endpoint: `tcp:9100:interface=127.0.0.1`,
 //! `unix:/run/host/admin.sock`) and serves with the kit's own loop, bound before privileges are
 //! dropped and closed last, after the services have drained. Probes get through however many
-//! idle connections there are: past [`ROOM`] connections, the one that has waited longest
+//! idle connections there are: past [`MAX_CONNECTIONS`], the one that has waited longest
 //! without a request is closed for each newcomer (the kit's [`plugin_api::crowd`]).
 
 mod exposition;
@@ -26,24 +26,19 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use plugin_api::crowd::Crowd;
 use plugin_api::{ConnectionLimits, Endpoint, Tasks};
 use report::{ProcessReport, Report};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Connections open at once from which, for each newcomer, the one that has waited longest
-/// without a request is closed.
-const ROOM: usize = 256;
-
 /// How long a connection may wait for its request before it can be closed to make room: a
 /// probe sends its request at once.
 const PROBE_GRACE: Duration = Duration::from_millis(100);
 
-/// How many connections the admin endpoint serves at once; beyond, which takes that many
-/// requests being answered at the same moment, new ones wait in the backlog.
-const MAX_CONNECTIONS: usize = 2 * ROOM;
+/// How many connections the admin endpoint serves at once: beyond, the one that has waited
+/// longest without a request is closed for each newcomer.
+const MAX_CONNECTIONS: usize = 256;
 
 /// How long a connection may take to send a request's headers, from when it opens or its last
 /// request was answered: probes and scrapers send theirs at once.
@@ -98,11 +93,12 @@ impl Admin {
             .map_err(|e| format!("admin endpoint: {e}"))?;
         tracing::info!("admin endpoint on {}", listener.local_endpoint());
         let tasks = Tasks::standalone();
-        let limits = ConnectionLimits::unlimited().max_connections(MAX_CONNECTIONS);
-        let crowd = Crowd::new(ROOM, PROBE_GRACE);
-        tasks.serve(listener, &limits, move |stream, _peer| {
+        let limits = ConnectionLimits::unlimited()
+            .max_connections(MAX_CONNECTIONS)
+            .make_room(PROBE_GRACE);
+        tasks.serve(listener, &limits, move |mut stream, _peer| {
             let (health, sources) = (health.clone(), sources.clone());
-            let place = Arc::new(crowd.join());
+            let place = Arc::new(stream.take_place().expect("the limits make room"));
             async move {
                 let asked = place.clone();
                 let service = hyper::service::service_fn(move |request| {

@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// The connections of one service (or one listener), and when each began to wait.
+#[derive(Debug)]
 pub struct Crowd {
     /// Connections open at once from which waiters are closed; 0: never.
     room: usize,
@@ -53,9 +54,14 @@ pub struct Crowd {
     next_id: AtomicU64,
     /// What [`Member::waiting_since`] counts from.
     epoch: Instant,
+    /// Listeners whose accept loops take their slots from the same limit. Each one but the one
+    /// that is waiting for a slot holds a slot for its next connection while it waits in
+    /// `accept`, so the crowd is full one connection sooner per listener beyond the first.
+    listeners: AtomicUsize,
 }
 
 /// One connection, as the crowd sees it. Written per request without the crowd's lock.
+#[derive(Debug)]
 struct Member {
     /// Requests in progress.
     busy: AtomicUsize,
@@ -89,6 +95,7 @@ impl Crowd {
             count: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
             epoch: Instant::now(),
+            listeners: AtomicUsize::new(0),
         })
     }
 
@@ -124,19 +131,30 @@ impl Crowd {
         }
     }
 
+    /// Counts one more listener serving within this crowd's limit; returns how many there are.
+    pub(crate) fn add_listener(&self) -> usize {
+        self.listeners.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Whether `open` connections fill the room.
+    fn full(&self, open: usize) -> bool {
+        let reserved = self.listeners.load(Ordering::Relaxed).saturating_sub(1);
+        self.room > 0 && open + reserved >= self.room
+    }
+
     fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn make_room_if_full(&self) {
-        if self.room > 0 && self.count.load(Ordering::Relaxed) >= self.room {
+        if self.full(self.count.load(Ordering::Relaxed)) {
             self.make_room(&self.members());
         }
     }
 
     /// Asks the longest waiter past its grace to close, if `room` connections are open.
     fn make_room(&self, members: &HashMap<u64, Arc<Member>>) {
-        if self.room == 0 || members.len() < self.room {
+        if !self.full(members.len()) {
             return;
         }
         let now = self.now();
@@ -216,11 +234,13 @@ mod tests {
 
     #[test]
     fn only_a_full_crowd_closes_its_longest_waiter_past_its_grace() {
-        let crowd = Crowd::new(3, Duration::from_millis(200));
+        // A grace long enough that a loaded machine's stall between two lines cannot pass it.
+        let grace = Duration::from_secs(1);
+        let crowd = Crowd::new(3, grace);
         let first = crowd.join();
         let busy = crowd.join();
         let request = busy.busy();
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(grace + Duration::from_millis(50));
         assert!(!asked(&first), "not full yet");
         let third = crowd.join();
         assert!(
@@ -235,7 +255,7 @@ mod tests {
             !asked(&third) && !asked(&fourth),
             "nobody is past the grace"
         );
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(grace + Duration::from_millis(50));
         drop(request);
         assert!(
             asked(&third) && !asked(&busy),

@@ -5,6 +5,7 @@
 //! Modelled on tokio's mini-redis (a semaphore for the connection limit, back-off on accept
 //! errors) and axum's `serve`: the plugin writes only the per-connection handler.
 
+use crate::kit::crowd::Crowd;
 use crate::kit::endpoint::{Listener, PeerAddr, Stream, Tally};
 use crate::kit::error::{Error, Result};
 use crate::kit::metrics::{self, CounterChild, GaugeChild, HistogramChild};
@@ -52,6 +53,8 @@ pub struct ConnectionLimits {
     per_address: Option<usize>,
     when_full: WhenFull,
     open_by_address: OpenByAddress,
+    /// With [`make_room`](Self::make_room): every connection's place, across the listeners.
+    crowd: Option<Arc<Crowd>>,
 }
 
 impl Default for ConnectionLimits {
@@ -69,6 +72,7 @@ impl ConnectionLimits {
             per_address: None,
             when_full: WhenFull::Wait,
             open_by_address: Arc::default(),
+            crowd: None,
         }
     }
 
@@ -82,6 +86,18 @@ impl ConnectionLimits {
     /// At most `max` connections at once from one IP address; 0 means no limit.
     pub fn max_per_address(mut self, max: usize) -> Self {
         self.per_address = (max > 0).then_some(max);
+        self
+    }
+
+    /// Once the total limit is reached, closes the connection that has waited longest without
+    /// a request in progress (and at least `grace`) for each newcomer, so that clients that
+    /// send nothing (slowloris, port scans, leaked connections) cannot hold every slot while
+    /// others wait in the backlog; see [`crowd`](crate::crowd). Each connection joins when it
+    /// is accepted, so one that never completes its TLS handshake can be closed too; the
+    /// handler takes its place with [`Stream::take_place`] and marks its requests busy. Call
+    /// after [`max_connections`](Self::max_connections); without a total limit it does nothing.
+    pub fn make_room(mut self, grace: Duration) -> Self {
+        self.crowd = (self.max_total > 0).then(|| Crowd::new(self.max_total, grace));
         self
     }
 
@@ -206,6 +222,13 @@ impl Tasks {
         H: Fn(Stream, PeerAddr) -> F + Send + Sync + 'static,
         F: Future<Output = Result<()>> + Send + 'static,
     {
+        if let Some(crowd) = &limits.crowd {
+            // While every slot is taken nothing is accepted, so nothing joins: the crowd makes
+            // room on a timer too (once per crowd, whatever the number of listeners).
+            if crowd.add_listener() == 1 {
+                self.spawn(crowd.clone().watch(self.shutdown()));
+            }
+        }
         self.spawn(accept_loop(
             listener,
             limits.clone(),
@@ -323,6 +346,7 @@ where
             continue;
         };
         metrics.accepted.inc();
+        let place = limits.crowd.as_ref().map(|crowd| crowd.join());
         let handler = handler.clone();
         let open = tasks.open_connection();
         let metrics = metrics.clone();
@@ -334,8 +358,23 @@ where
             metrics.open.add(1);
             let tally = Tally::new(metrics.received.clone(), metrics.sent.clone());
             let served = async {
-                let stream = match connection.ready().await {
-                    Ok(stream) => stream.counted(tally),
+                // A client that starts no handshake waits without a request: it may be closed
+                // to make room like any other.
+                let asked = async {
+                    match &place {
+                        Some(place) => place.asked_to_close().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let ready = tokio::select! {
+                    ready = connection.ready() => ready,
+                    () = asked => {
+                        debug!("closed a connection from {peer} that had not finished its TLS handshake, to make room");
+                        return Ok(false);
+                    }
+                };
+                let stream = match ready {
+                    Ok(stream) => stream.counted(tally).placed(place),
                     Err(e) => return Ok(handshake_failed(&handshakes, &peer, &e)),
                 };
                 handler(stream, peer).await.map(|()| false)

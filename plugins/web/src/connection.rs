@@ -12,7 +12,7 @@ use plugin_api::{tokio, PeerAddr, Result, Shutdown, Stream};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,16 +37,16 @@ pub struct Timeouts {
 }
 
 /// Serves one connection until the client is done, it breaks a limit, the service needs its
-/// slot while it waits for a request (`place`, see [`plugin_api::crowd`]), or the service stops
+/// slot while it waits for a request (its place, see [`plugin_api::crowd`]), or the service stops
 /// (then the request in progress finishes and the connection closes).
 pub async fn serve(
-    stream: Stream,
+    mut stream: Stream,
     peer: PeerAddr,
     handler: Arc<Handler>,
     timeouts: Timeouts,
     shutdown: Shutdown,
-    place: Place,
 ) -> Result<()> {
+    let place = stream.take_place();
     // Responses are written whole; waiting to fill a packet only delays the last bytes.
     let _ = stream.set_nodelay(true);
     let h2 = stream.alpn_protocol() == Some(b"h2");
@@ -147,8 +147,8 @@ where
                 graceful(connection.as_mut());
                 closing = true;
             }
-            () = progress.place.asked_to_close() => {
-                if !progress.place.is_busy() {
+            () = progress.asked_to_close() => {
+                if progress.open.load(Ordering::Relaxed) == 0 {
                     return Ok(());
                 }
             }
@@ -160,7 +160,7 @@ where
                     (requests, last_request) = (seen, now);
                 }
                 let delivered = progress.sent.load(Ordering::Relaxed);
-                if delivered != sent || !progress.place.is_busy() {
+                if delivered != sent || progress.open.load(Ordering::Relaxed) == 0 {
                     (sent, last_progress) = (delivered, now);
                 }
                 if now - last_progress >= timeouts.send {
@@ -179,18 +179,28 @@ where
 /// What one connection's responses are doing, for the HTTP/2 watchdog and the crowd.
 pub struct Progress {
     requests: AtomicU64,
+    /// Response bodies not yet done with.
+    open: AtomicUsize,
     /// Body bytes taken by hyper, all responses together.
     sent: AtomicU64,
-    /// Busy while a response body is not yet done with.
-    place: Place,
+    /// Busy while a response body is not yet done with; none without a connection limit.
+    place: Option<Place>,
 }
 
 impl Progress {
-    fn new(place: Place) -> Self {
+    fn new(place: Option<Place>) -> Self {
         Self {
             requests: AtomicU64::new(0),
+            open: AtomicUsize::new(0),
             sent: AtomicU64::new(0),
             place,
+        }
+    }
+
+    async fn asked_to_close(&self) {
+        match &self.place {
+            Some(place) => place.asked_to_close().await,
+            None => std::future::pending().await,
         }
     }
 }
@@ -200,19 +210,26 @@ impl Progress {
 pub struct Watched {
     progress: Arc<Progress>,
     /// Held for its drop: the connection waits again when the last body is done with.
-    _busy: Busy,
+    _busy: Option<Busy>,
 }
 
 impl Watched {
     fn new(progress: &Arc<Progress>) -> Self {
         progress.requests.fetch_add(1, Ordering::Relaxed);
+        progress.open.fetch_add(1, Ordering::Relaxed);
         Self {
             progress: progress.clone(),
-            _busy: progress.place.busy(),
+            _busy: progress.place.as_ref().map(Place::busy),
         }
     }
 
     pub fn sent(&self, bytes: u64) {
         self.progress.sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.progress.open.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -28,7 +28,6 @@ use access_log::{AccessLog, FileLog};
 use connection::Timeouts;
 use handler::{Handler, Requests};
 use http::{HeaderName, HeaderValue};
-use plugin_api::crowd::Crowd;
 use plugin_api::tracing::info;
 use plugin_api::{
     export_service_maker, tokio, ConnectionLimits, Endpoint, Listener, OptionKind, OptionSpec,
@@ -145,7 +144,8 @@ fn make_service(options: &Options) -> Result<WebService> {
         })
         .transpose()?;
     let endpoints = options.listen_endpoints("listen", "port", "interface")?;
-    let limits = ConnectionLimits::from_options(options)?;
+    // Room is made once every connection slot is taken; see the README's slowloris notes.
+    let limits = ConnectionLimits::from_options(options)?.make_room(CROWD_GRACE);
     info!(
         "serving {} (index: {}; listing: {}; dotfiles: {}; symlinks: {}; access log: {})",
         served.display(),
@@ -291,24 +291,10 @@ impl Service for WebService {
 
     fn start(&mut self, tasks: &Tasks) -> Result<()> {
         let handler = Arc::new(self.handler.take().ok_or("the service was started twice")?);
-        // Room is made once every connection slot is taken; see the README's slowloris notes.
-        let crowd = Crowd::new(self.limits.max(), CROWD_GRACE);
-        if self.limits.max() > 0 {
-            tasks.spawn(crowd.clone().watch(tasks.shutdown()));
-        }
         for listener in self.listeners.drain(..) {
             let (handler, timeouts, shutdown) = (handler.clone(), self.timeouts, tasks.shutdown());
-            let crowd = crowd.clone();
             tasks.serve(listener, &self.limits, move |stream, peer| {
-                let place = crowd.join();
-                connection::serve(
-                    stream,
-                    peer,
-                    handler.clone(),
-                    timeouts,
-                    shutdown.clone(),
-                    place,
-                )
+                connection::serve(stream, peer, handler.clone(), timeouts, shutdown.clone())
             });
         }
         if let Some(log) = self.access_log.clone() {

@@ -1,6 +1,7 @@
 //! [`Stream`]: one connection, whatever it runs over (TCP, a Unix socket, TLS over TCP), read
 //! and written with tokio's `AsyncReadExt`/`AsyncWriteExt`.
 
+use crate::kit::crowd::Place;
 use crate::kit::metrics::CounterChild;
 use std::fmt;
 use std::io;
@@ -46,6 +47,9 @@ pub struct Stream {
     io: Io,
     /// Bytes each way, counted for the serving loop's metrics when it made the stream.
     tally: Option<Tally>,
+    /// Its place among the service's connections, when its limits make room
+    /// ([`ConnectionLimits::make_room`](crate::ConnectionLimits::make_room)).
+    place: Option<Place>,
 }
 
 /// How many bytes a connection counts before it adds them to the service's counters.
@@ -116,6 +120,7 @@ impl From<TcpStream> for Stream {
         Self {
             io: Io::Tcp(stream),
             tally: None,
+            place: None,
         }
     }
 }
@@ -125,6 +130,7 @@ impl From<UnixStream> for Stream {
         Self {
             io: Io::Unix(stream),
             tally: None,
+            place: None,
         }
     }
 }
@@ -134,6 +140,7 @@ impl From<tokio_rustls::server::TlsStream<TcpStream>> for Stream {
         Self {
             io: Io::Tls(Box::new(stream)),
             tally: None,
+            place: None,
         }
     }
 }
@@ -156,6 +163,7 @@ impl Stream {
             io => Err(Self {
                 io,
                 tally: self.tally,
+                place: self.place,
             }),
         }
     }
@@ -164,6 +172,19 @@ impl Stream {
     pub(crate) fn counted(mut self, tally: Tally) -> Self {
         self.tally = Some(tally);
         self
+    }
+
+    pub(crate) fn placed(mut self, place: Option<Place>) -> Self {
+        self.place = place;
+        self
+    }
+
+    /// The connection's place among the service's connections, when the service's limits make
+    /// room ([`ConnectionLimits::make_room`](crate::ConnectionLimits::make_room)): the handler
+    /// marks its requests with [`Place::busy`] and closes when [`Place::asked_to_close`]
+    /// completes with none in progress. Taken once; `None` without room-making.
+    pub fn take_place(&mut self) -> Option<Place> {
+        self.place.take()
     }
 
     /// The TCP socket underneath, TLS or not: for its addresses and socket options only
