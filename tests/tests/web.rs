@@ -1156,6 +1156,51 @@ assert cut[0] > 0, 'no idle connection was closed'
 }
 
 #[test]
+fn a_service_restarted_by_sighup_leaves_no_access_log_writer_behind() {
+    let site = Site::new("web-restarts");
+    let (port, log) = (free_port(), site.dir.join("access.log"));
+    let app = site.dir.join("app.toml");
+    let write_app = |timeout: &str| {
+        let entry = format!(
+            "[[service]]\nplugin = \"web\"\noptions = {{ listen = \"tcp:{port}:interface=127.0.0.1\", path = {:?}, access-log = {:?}, header-timeout = \"{timeout}\" }}\n",
+            site.root().display().to_string(),
+            log.display().to_string()
+        );
+        std::fs::write(&app, entry).unwrap();
+    };
+    write_app("10s");
+    let mut host = Running::start(&["--pidfile", "", "-n", "-y", app.to_str().unwrap()]);
+    host.wait_for_line("web starting on tcp:");
+    for (round, timeout) in ["11s", "12s", "13s"].into_iter().enumerate() {
+        write_app(timeout);
+        host.signal(libc::SIGHUP);
+        let until = Instant::now() + PATIENCE;
+        while host.stdout().matches("restarted web").count() <= round {
+            assert!(Instant::now() < until, "no restart:\n{}", host.stdout());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let writers = || {
+        std::fs::read_dir(format!("/proc/{}/task", host.pid()))
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+            .filter(|name| name.trim() == "web-access-log")
+            .count()
+    };
+    let until = Instant::now() + PATIENCE;
+    while writers() > 1 {
+        assert!(
+            Instant::now() < until,
+            "{} access log writers for one service",
+            writers()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(writers(), 1);
+    host.stop();
+}
+
+#[test]
 fn clients_that_stop_reading_are_dropped_and_hold_little_memory() {
     let site = Site::new("web-stalled");
     std::fs::File::create(site.root().join("sparse.bin"))

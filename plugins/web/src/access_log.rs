@@ -169,6 +169,8 @@ struct Shared {
 struct Waiting {
     text: Vec<u8>,
     dropped: u64,
+    /// The log is gone (its service was dropped): the writer writes what is left and ends.
+    closed: bool,
 }
 
 impl FileLog {
@@ -181,7 +183,7 @@ impl FileLog {
         });
         let (writer, writer_path) = (shared.clone(), path.to_path_buf());
         plugin_api::spawn_thread("web-access-log".into(), move || {
-            writer.write_forever(&writer_path)
+            writer.write_until_closed(&writer_path)
         })?;
         Ok(Arc::new(Self {
             path: path.to_path_buf(),
@@ -222,16 +224,27 @@ impl FileLog {
     }
 }
 
+impl Drop for FileLog {
+    fn drop(&mut self) {
+        lock(&self.shared.waiting).closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
 impl Shared {
-    /// The writer thread: writes what has gathered, every [`WRITE_EVERY`] or when woken.
-    fn write_forever(&self, path: &Path) {
+    /// The writer thread: writes what has gathered, every [`WRITE_EVERY`] or when woken, until
+    /// the log is dropped (a service restarted by SIGHUP must not leave its writer behind).
+    fn write_until_closed(&self, path: &Path) {
         let mut failing = false;
         loop {
             let waiting = lock(&self.waiting);
             let (waiting, _) = self
                 .wake
-                .wait_timeout_while(waiting, WRITE_EVERY, |w| w.text.len() < WRITE_AT)
+                .wait_timeout_while(waiting, WRITE_EVERY, |w| {
+                    w.text.len() < WRITE_AT && !w.closed
+                })
                 .unwrap_or_else(|p| p.into_inner());
+            let closed = waiting.closed;
             drop(waiting);
             // The first failure and the recovery are logged, not every write in between.
             match (self.write_waiting(path), failing) {
@@ -244,6 +257,9 @@ impl Shared {
                     failing = false;
                 }
                 _ => {}
+            }
+            if closed {
+                return;
             }
         }
     }

@@ -30,8 +30,9 @@ impl Coding {
 
 /// The codings `accept_encoding` allows, the client's preferred first (by q-value; ours,
 /// [`Coding::PREFERRED`], breaks ties). A coding is allowed when it is listed, or `*` is, with
-/// a q-value above zero (`gzip;q=0` refuses gzip) and above `identity`'s when that is listed
-/// (`identity;q=1, gzip;q=0.5` asks for the file as it is).
+/// a q-value above zero (`gzip;q=0` refuses gzip) and no lower than `identity`'s when that is
+/// listed, directly or as `*` (`identity;q=1, gzip;q=0.5` asks for the file as it is; at equal
+/// q-values the smaller response wins).
 pub fn accepted(accept_encoding: Option<&[u8]>) -> Vec<Coding> {
     let Some(text) = accept_encoding.and_then(|v| std::str::from_utf8(v).ok()) else {
         return Vec::new();
@@ -54,14 +55,16 @@ pub fn accepted(accept_encoding: Option<&[u8]>) -> Vec<Coding> {
             Some(q)
         })
     };
-    let identity = weight("identity").unwrap_or(0.0);
+    // Identity not listed takes `*`'s q-value (RFC 9110 §12.5.3); with neither, a listed
+    // coding is preferred to it.
+    let identity = weight("identity").or_else(|| weight("*")).unwrap_or(0.0);
     let mut allowed: Vec<(Coding, f32)> = Coding::PREFERRED
         .into_iter()
         .filter_map(|coding| {
             let q = weight(coding.name())
                 .or_else(|| (coding == Coding::Gzip).then(|| weight("x-gzip")).flatten())
                 .or_else(|| weight("*"))?;
-            (q > 0.0 && q > identity).then_some((coding, q))
+            (q > 0.0 && q >= identity).then_some((coding, q))
         })
         .collect();
     // A stable sort keeps our preference among equal q-values.
@@ -95,6 +98,12 @@ mod tests {
         assert_eq!(codings("identity;q=1, gzip;q=0.5"), []);
         assert_eq!(codings("identity;q=0.1, gzip;q=0.5"), [Coding::Gzip]);
         assert_eq!(codings("gzip;q=nonsense, br"), [Coding::Brotli]);
+        // `*` stands for identity and br here: gzip is below identity, br ties with it.
+        assert_eq!(codings("*;q=0.5, gzip;q=0.4"), [Coding::Brotli]);
+        assert_eq!(
+            codings("*;q=0.5, gzip;q=0.6"),
+            [Coding::Gzip, Coding::Brotli]
+        );
         assert_eq!(accepted(None), []);
     }
 }

@@ -259,6 +259,12 @@ fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue)> {
         http::header::LOCATION,
         http::header::ALLOW,
         http::header::DATE,
+        // Hop-by-hop: they describe this connection, which the server alone manages.
+        http::header::UPGRADE,
+        http::header::TE,
+        http::header::TRAILER,
+        http::header::HeaderName::from_static("keep-alive"),
+        http::header::HeaderName::from_static("proxy-connection"),
     ];
     if own.contains(&name) {
         return Err(format!("--add-header: {name} is set by the server itself").into());
