@@ -911,3 +911,154 @@ fn sighup_right_after_sigusr2_reaches_the_new_workers_once_they_are_ready() {
     assert!(!server.stdout().contains("(SIGHUP)"), "{}", server.stdout());
     server.stop();
 }
+
+/// Writes an application file at `file` with a fastpoetry service of `poem` on `port` and a
+/// faulty service with `faulty`'s options, served by two workers.
+fn declare_with_faulty(file: &Path, port: u16, poem: &Path, faulty: &str) {
+    std::fs::write(
+        file,
+        format!(
+            "[host]\nworkers = 2\n\n[[service]]\nname = \"verse\"\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\", poem = {:?} }}\n\n[[service]]\nname = \"odd\"\nplugin = \"faulty\"\noptions = {{ {faulty} }}\n",
+            poem.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+}
+
+fn serve_declared(file: &Path, global: &[&str]) -> Running {
+    let fixtures = fixture_dir();
+    let mut args = vec![
+        "--pidfile",
+        "",
+        "-n",
+        "--plugin-dir",
+        fixtures.to_str().unwrap(),
+    ];
+    args.extend(global);
+    args.extend(["-y", file.to_str().unwrap()]);
+    Running::start(&args)
+}
+
+#[test]
+fn a_failed_new_generation_drains_the_connections_it_accepted() {
+    let dir = TempDir::new("supervisor-failed-drain");
+    let big = write_big_poem(dir.path());
+    let port = free_port();
+    let file = dir.join("app.toml");
+    declare_with_faulty(&file, port, &big, "");
+    let mut server = serve_declared(&file, &["--shutdown-timeout", "60"]);
+    server.wait_for_line("All 2 workers are ready.");
+
+    // The new generation's fastpoetry accepts while its faulty takes its time to start. Worker
+    // 3 is held still, so the clients land on the others, and then dies: the upgrade fails,
+    // and worker 4 is asked to go with connections of its own.
+    declare_with_faulty(&file, port, &big, "slow-start = 5000");
+    server.signal(libc::SIGHUP);
+    server.wait_for_line("Started worker 4");
+    let third = pid_of_worker(&server, 3);
+    send_signal(third, libc::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let clients: Vec<TcpStream> = (0..12)
+        .map(|_| {
+            let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            client.set_read_timeout(Some(PATIENCE)).unwrap();
+            let mut first = vec![0u8; 1 << 20];
+            client.read_exact(&mut first).unwrap();
+            client
+        })
+        .collect();
+    send_signal(third, libc::SIGKILL).unwrap();
+    server.wait_for_line("the upgrade (SIGHUP) failed");
+    for (n, mut client) in clients.into_iter().enumerate() {
+        let mut rest = Vec::new();
+        let _ = client.read_to_end(&mut rest);
+        assert_eq!((1 << 20) + rest.len(), BIG_POEM_BYTES, "client {n} was cut");
+    }
+    server.wait_for_line("Worker 4 (generation 2) has stopped.");
+    server.stop();
+}
+
+#[test]
+fn a_sighup_while_a_generation_starts_is_queued_not_lost() {
+    let dir = TempDir::new("supervisor-queued");
+    let port = free_port();
+    let (first, second) = (poem("ecstasy.txt"), poem("science.txt"));
+    let file = dir.join("app.toml");
+    declare_with_faulty(&file, port, &first, "slow-start = 3000");
+    let mut server = serve_declared(&file, &[]);
+    server.wait_for_line("All 2 workers are ready.");
+    server.signal(libc::SIGUSR2);
+    server.wait_for_line("starting generation 2");
+    declare_with_faulty(&file, port, &second, "slow-start = 3000");
+    std::thread::sleep(Duration::from_secs(1));
+    server.signal(libc::SIGHUP);
+    server.wait_for_line("Received SIGHUP while generation 2 is starting; queued");
+    server.wait_for_line("Generation 2 is ready and serving (SIGUSR2)");
+    server.wait_for_line("Generation 3 is ready and serving (SIGHUP)");
+    server.wait_for_line("Worker 4 (generation 2) has stopped.");
+    assert_eq!(fetch(port).len(), poem_len(&second));
+    server.stop();
+}
+
+#[test]
+fn a_second_upgrade_keeps_the_kill_deadline_of_retiring_workers() {
+    let poem = poem("ecstasy.txt");
+    let mut server = host_e2e::serve_poem(
+        &["--pidfile", "", "--workers", "1", "--shutdown-timeout", "3"],
+        &poem,
+    );
+    server.wait_for_line("All 1 workers are ready.");
+    let old = pid_of_worker(&server, 1);
+    send_signal(old, libc::SIGSTOP).unwrap();
+    server.signal(libc::SIGUSR2);
+    server.wait_for_line("Generation 2 is ready and serving (SIGUSR2)");
+    let retired = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    server.signal(libc::SIGUSR2);
+    // --shutdown-timeout 3 and 2 s of grace from the first upgrade, checked each second; a
+    // deadline reset by the second upgrade would be 3 s later.
+    assert!(
+        ends_within(
+            old,
+            Duration::from_secs(7).saturating_sub(retired.elapsed())
+        ),
+        "the stopped worker lives on"
+    );
+    server.stop();
+}
+
+#[test]
+fn readyz_is_503_while_no_worker_is_ready() {
+    let admin = free_port();
+    let admin_endpoint = format!("tcp:{admin}:interface=127.0.0.1");
+    let fixtures = fixture_dir();
+    let mut server = Running::start(&[
+        "--pidfile",
+        "",
+        "-n",
+        "--workers",
+        "1",
+        "--admin",
+        &admin_endpoint,
+        "--plugin-dir",
+        fixtures.to_str().unwrap(),
+        "faulty",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--crash-on",
+        "segfault",
+        "--slow-start",
+        "2000",
+    ]);
+    let port = server.port();
+    server.wait_for_line("All 1 workers are ready.");
+    assert_eq!(wait_for_status(admin, "/readyz", 200), "ready\n");
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(b"segfault\n").unwrap();
+    let _ = stream.read_to_end(&mut Vec::new());
+    let why = wait_for_status(admin, "/readyz", 503);
+    assert!(why.contains("no worker is ready"), "{why}");
+    server.wait_for_line("Worker 2 is ready.");
+    assert_eq!(wait_for_status(admin, "/readyz", 200), "ready\n");
+    server.stop();
+}

@@ -1,5 +1,6 @@
 //! What `/healthz` and `/readyz` answer: whether the main loop is alive and no service has
-//! failed, and whether every service has started and no shutdown has begun.
+//! failed, and whether every service has started (with workers: one of them is ready) and no
+//! shutdown has begun.
 
 use crate::instances::Running;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +19,8 @@ pub struct Health {
     /// Milliseconds after `origin` of the main loop's last heartbeat.
     heartbeat_ms: AtomicU64,
     ready: AtomicBool,
+    /// Some process takes connections; false only in a master while none of its workers is ready.
+    serving: AtomicBool,
     stopping: AtomicBool,
     /// This process's services, whose failures make it unhealthy; none in a master, whose
     /// services run in its workers.
@@ -33,6 +36,7 @@ impl Health {
             origin: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
             ready: AtomicBool::new(false),
+            serving: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
             services,
             problem: Mutex::default(),
@@ -49,6 +53,11 @@ impl Health {
     pub fn set_ready(&self) {
         self.beat();
         self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether any worker is ready to serve (a master's workers may all be crashed or starting).
+    pub fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Relaxed);
     }
 
     /// Shutdown has begun: not ready any more, whatever else holds.
@@ -89,9 +98,12 @@ impl Health {
         if self.stopping.load(Ordering::Relaxed) {
             return Err("shutting down");
         }
-        match self.ready.load(Ordering::Relaxed) {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err("starting");
+        }
+        match self.serving.load(Ordering::Relaxed) {
             true => Ok(()),
-            false => Err("starting"),
+            false => Err("no worker is ready"),
         }
     }
 }

@@ -32,6 +32,27 @@ const LONGEST_BACKOFF: Duration = Duration::from_secs(30);
 /// How long workers may overrun `--shutdown-timeout` before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// A new generation asked for while another is starting or the file is being checked; it runs
+/// once that is over. A re-read starts a generation from what is on disk then, so it covers an
+/// upgrade too.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Wanted {
+    Upgrade,
+    Reread,
+}
+
+impl Wanted {
+    fn signal(self) -> &'static str {
+        match self {
+            Wanted::Upgrade => "SIGUSR2",
+            Wanted::Reread => "SIGHUP",
+        }
+    }
+}
+
+/// The check of the application file that a SIGHUP starts: the `workers` it sets, or its problems.
+type Check = tokio::task::JoinHandle<Result<Option<u32>, Vec<String>>>;
+
 /// A new generation being started.
 struct Upgrade {
     generation: u32,
@@ -52,6 +73,7 @@ struct Master {
     /// its workers' last events can never be taken for a later generation's.
     newest: u32,
     upgrade: Option<Upgrade>,
+    queued: Option<Wanted>,
     next_id: u32,
     /// Crashes in a row of workers that did not last [`QUICK_CRASH`].
     crashes: u32,
@@ -95,6 +117,7 @@ pub fn run(
             generation: 1,
             newest: 1,
             upgrade: None,
+            queued: None,
             next_id: 1,
             crashes: 0,
             respawns: Vec::new(),
@@ -139,23 +162,15 @@ impl Master {
         started();
         self.tell_status();
         let mut heartbeat = systemd::Heartbeat::new();
-        let mut hangups: Option<tokio::task::JoinHandle<Result<Option<u32>, Vec<String>>>> = None;
+        let mut hangups: Option<Check> = None;
         let ending = loop {
             tokio::select! {
                 received = signals.next() => match received {
                     Received::Shutdown(name) => break name,
-                    Received::Upgrade => self.upgrade("SIGUSR2"),
+                    Received::Upgrade => self.want(Wanted::Upgrade, &mut hangups),
                     Received::Reopen => self.settings.log.request_reopen(),
                     Received::Hangup => match &self.declared {
-                        // The file is checked here first: a broken one changes nothing.
-                        Some(declared) if hangups.is_none() => {
-                            let declared = declared.clone();
-                            hangups = Some(tokio::task::spawn_blocking(move || {
-                                declared.reread()?;
-                                Ok(workers_declared(&declared.path))
-                            }));
-                        }
-                        Some(_) => info!("Received SIGHUP while the last one is still being checked; ignored."),
+                        Some(_) => self.want(Wanted::Reread, &mut hangups),
                         None => {
                             info!("Received SIGHUP; the workers reload their services.");
                             for worker in self.workers.values_mut() {
@@ -189,6 +204,13 @@ impl Master {
                 () = heartbeat.next() => {
                     self.health.beat();
                     self.on_tick();
+                }
+            }
+            self.health.set_serving(self.serving() > 0);
+            if self.upgrade.is_none() && hangups.is_none() {
+                if let Some(wanted) = self.queued.take() {
+                    info!("Running the queued {}.", wanted.signal());
+                    self.want(wanted, &mut hangups);
                 }
             }
         };
@@ -378,16 +400,37 @@ impl Master {
         }
     }
 
+    /// Starts what `wanted` asks for, or queues it while a generation is starting or the file
+    /// is being `checking`: a signal that comes meanwhile is never lost.
+    fn want(&mut self, wanted: Wanted, checking: &mut Option<Check>) {
+        let busy = match (&self.upgrade, checking.is_some()) {
+            (Some(upgrade), _) => format!("generation {} is starting", upgrade.generation),
+            (None, true) => "the last SIGHUP is still being checked".to_string(),
+            (None, false) => match wanted {
+                Wanted::Upgrade => return self.upgrade("SIGUSR2"),
+                Wanted::Reread => {
+                    let Some(declared) = self.declared.clone() else {
+                        return;
+                    };
+                    // The file is checked here first: a broken one changes nothing.
+                    *checking = Some(tokio::task::spawn_blocking(move || {
+                        declared.reread()?;
+                        Ok(workers_declared(&declared.path))
+                    }));
+                    return;
+                }
+            },
+        };
+        info!(
+            "Received {} while {busy}; queued: it runs once that is over.",
+            wanted.signal()
+        );
+        self.queued = self.queued.max(Some(wanted));
+    }
+
     /// Starts a new generation from the executable and libraries on disk now; the current one
-    /// serves until every new worker is ready.
+    /// serves until every new worker is ready. Only one starts at a time (see [`Self::want`]).
     fn upgrade(&mut self, reason: &'static str) {
-        if let Some(upgrade) = &self.upgrade {
-            info!(
-                "Received {reason} while generation {} is starting; ignored.",
-                upgrade.generation
-            );
-            return;
-        }
         self.newest += 1;
         let generation = self.newest;
         info!(
@@ -428,16 +471,7 @@ impl Master {
         };
         let old = self.generation;
         self.generation = upgrade.generation;
-        let kill_at = Instant::now() + self.settings.shutdown_timeout + STOP_GRACE;
-        for worker in self
-            .workers
-            .values_mut()
-            .filter(|w| w.generation < upgrade.generation)
-        {
-            worker.retiring = true;
-            worker.kill_at = Some(kill_at);
-            worker.signal(Signal::SIGTERM);
-        }
+        self.retire(|w| w.generation < upgrade.generation);
         self.respawns.clear();
         self.crashes = 0;
         self.health.set_problem(None);
@@ -449,29 +483,44 @@ impl Master {
         self.tell_status();
     }
 
-    /// The new generation did not make it: its workers go, the current one goes on.
+    /// The new generation did not make it: its workers go, the current one goes on. They may
+    /// have accepted connections already (they share the sockets), so they drain like an old
+    /// generation rather than being killed.
     fn call_off_upgrade(&mut self, message: &str) {
         let Some(upgrade) = self.upgrade.take() else {
             return;
         };
-        for worker in self
-            .workers
-            .values_mut()
-            .filter(|w| w.generation == upgrade.generation)
-        {
-            worker.retiring = true;
-            worker.signal(Signal::SIGKILL);
-        }
+        self.retire(|w| w.generation == upgrade.generation);
         error!("{message}; generation {} goes on serving.", self.generation);
         self.tell_status();
     }
 
-    fn tell_status(&self) {
-        let serving = self
+    /// Asks the `chosen` workers to drain and stop, each killed if it has not within
+    /// `--shutdown-timeout` and [`STOP_GRACE`] of this first request: a worker already retiring
+    /// keeps its deadline.
+    fn retire(&mut self, chosen: impl Fn(&Worker) -> bool) {
+        let kill_at = Instant::now() + self.settings.shutdown_timeout + STOP_GRACE;
+        for worker in self
             .workers
+            .values_mut()
+            .filter(|w| !w.retiring && chosen(w))
+        {
+            worker.retiring = true;
+            worker.kill_at = Some(kill_at);
+            worker.signal(Signal::SIGTERM);
+        }
+    }
+
+    /// How many workers of the serving generation are ready and not retiring.
+    fn serving(&self) -> usize {
+        self.workers
             .values()
-            .filter(|w| w.generation == self.generation && !w.retiring)
-            .count();
+            .filter(|w| w.generation == self.generation && !w.retiring && w.ready)
+            .count()
+    }
+
+    fn tell_status(&self) {
+        let serving = self.serving();
         let _ = systemd::notify(&format!(
             "STATUS=Serving with {serving} worker{} (generation {})",
             if serving == 1 { "" } else { "s" },
