@@ -16,7 +16,6 @@ use crate::process::systemd;
 use crate::signals::{Received, Signals};
 use crate::supervisor::worker::WorkerRole;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -161,25 +160,29 @@ fn run_on(
     let mut signals = runtime
         .block_on(async { Signals::new() })
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let (admin, stopped_early) =
+    let (mut admin, interrupted) =
         match start_watching(runtime, &mut signals, &running, settings, health) {
-            Ok(started) => started,
+            Ok(Started::Done(admin)) => (admin, None),
+            Ok(Started::Interrupted(signal, start)) => (None, Some((signal, start))),
             Err(message) => {
                 error!("{message}");
                 return Err(message);
             }
         };
-    health.set_ready();
-    started();
-    let count = running.list().len();
-    tell_systemd(&format!(
-        "STATUS=Serving {count} service{}",
-        if count == 1 { "" } else { "s" }
-    ));
+    let (early, start) = interrupted.unzip();
+    if early.is_none() {
+        health.set_ready();
+        started();
+        let count = running.list().len();
+        tell_systemd(&format!(
+            "STATUS=Serving {count} service{}",
+            if count == 1 { "" } else { "s" }
+        ));
+    }
 
     let mut failed = false;
     let ending = runtime.block_on(async {
-        if let Some((signal, _)) = stopped_early {
+        if let Some(signal) = early {
             return Ending::Signal(signal);
         }
         let mut heartbeat = systemd::Heartbeat::new();
@@ -251,45 +254,47 @@ fn run_on(
         }
     };
 
-    // A stop signal during the start already spent some of the time to stop.
-    let spent = stopped_early.map_or(Duration::ZERO, |(_, at)| at.elapsed());
-    let patience = settings.stop_patience().saturating_sub(spent);
-    let deadline = settings.shutdown_timeout.saturating_sub(spent);
+    let patience = settings.stop_patience();
+    // Whatever is starting services (the first start, or SIGHUP's work) ends meanwhile: it
+    // stops what it was starting itself.
+    let busy = async {
+        hangups.finish().await;
+        match start {
+            Some(start) => Some(start.await),
+            None => None,
+        }
+    };
     let stopping = runtime.block_on(async {
         tokio::select! {
-            stopped = tokio::time::timeout(patience, stop_everything(&mut hangups, &running, deadline)) => Ok(stopped),
+            stopped = tokio::time::timeout(patience, stop_everything(&running, settings.shutdown_timeout, busy)) => Ok(stopped),
             signal = signals.shutdown(), if settings.second_signal_exits => Err(signal),
         }
     });
-    match stopping {
+    let failure = match stopping {
         Err(signal) => {
             warn!("Received {signal} again, exiting immediately.");
             exit_now(&settings.log)
         }
         Ok(Err(_)) => {
-            // Those still in the list have not stopped.
-            let reloading: Vec<String> = running
-                .list()
-                .iter()
-                .filter(|instance| instance.is_reloading())
-                .map(|instance| instance.name().to_string())
-                .collect();
-            let message = match (hangups.is_running(), reloading.as_slice()) {
-                (true, _) => format!(
-                    "could not stop: {} was still running after {patience:?}; exiting",
-                    hangups.work.what()
-                ),
-                (false, []) => format!("the services did not stop within {patience:?}; exiting"),
-                (false, names) => format!(
-                    "could not stop: a reload of {} was still running after {patience:?}; exiting",
-                    names.join(", ")
-                ),
-            };
+            let message = format!(
+                "could not stop: {} after {patience:?}; exiting",
+                still_running(&running, &hangups)
+            );
             error!("{message}");
             return Err(message);
         }
-        Ok(Ok(())) => {}
-    }
+        Ok(Ok(None)) => failure,
+        Ok(Ok(Some(start))) => match start.unwrap_or_else(|_| Err(START_LOST.to_string())) {
+            Ok(started) => {
+                admin = started;
+                failure
+            }
+            Err(message) => {
+                error!("{message}");
+                Some(message)
+            }
+        },
+    };
     if let Some(admin) = admin {
         admin.stop();
     }
@@ -298,18 +303,24 @@ fn run_on(
     failure.map_or(Ok(()), Err)
 }
 
-/// Waits for SIGHUP's work, then stops every service in reverse order, the last declared first,
-/// so a service that others depend on is stopped last. They share `deadline`: each may take
-/// what the ones before it left.
-async fn stop_everything(hangups: &mut Hangups, running: &Running, deadline: Duration) {
-    hangups.finish().await;
+/// Stops every running service at once, whatever `busy` (a start or SIGHUP's work) is doing,
+/// and waits for both; `busy`'s outcome is returned. The services stop in reverse order, the
+/// last declared first, so a service that others depend on is stopped last; but one whose
+/// reload has not returned stops after all the others, which it would hold up, since its stop
+/// waits for that reload. They share `deadline`: each may take what the ones before it left.
+async fn stop_everything<T>(
+    running: &Running,
+    deadline: Duration,
+    busy: impl std::future::Future<Output = T>,
+) -> T {
     // Each stays in the list, reported as stopping, until it has stopped.
-    let instances: Vec<Instance> = running.list().iter().rev().cloned().collect();
-    for instance in &instances {
-        instance.set_state(State::Stopping);
-    }
+    let (mut instances, stuck): (Vec<Instance>, Vec<Instance>) = running
+        .begin_stop()
+        .into_iter()
+        .partition(|instance| !instance.is_reloading());
+    instances.extend(stuck);
     let running = running.clone();
-    let _ = tokio::task::spawn_blocking(move || {
+    let stopping = tokio::task::spawn_blocking(move || {
         let end = std::time::Instant::now() + deadline;
         for instance in &instances {
             stop(
@@ -318,8 +329,31 @@ async fn stop_everything(hangups: &mut Hangups, running: &Running, deadline: Dur
             );
             running.list().retain(|i| i.id != instance.id);
         }
-    })
-    .await;
+    });
+    let (_, outcome) = tokio::join!(stopping, busy);
+    outcome
+}
+
+/// What kept the host from stopping in time, for its last line: "slow was still starting".
+fn still_running(running: &Running, hangups: &Hangups) -> String {
+    let list = running.list();
+    // Services start one at a time, in order: the first not yet running is the one starting.
+    let starting = list
+        .iter()
+        .find(|instance| instance.status().state == State::Starting);
+    let reloading: Vec<&str> = list
+        .iter()
+        .filter(|instance| instance.is_reloading())
+        .map(Instance::name)
+        .collect();
+    match (starting, reloading.as_slice()) {
+        (Some(starting), _) => format!("{} was still starting", starting.name()),
+        (None, []) if hangups.is_running() => {
+            format!("{} was still running", hangups.work.what())
+        }
+        (None, []) => "the services were still stopping".to_string(),
+        (None, names) => format!("a reload of {} was still running", names.join(", ")),
+    }
 }
 
 /// Stops one service, giving in-flight work `deadline` (in whole milliseconds, rounded up, so
@@ -354,75 +388,59 @@ fn exit_now(log: &LogSink) -> ! {
     std::process::exit(1)
 }
 
-/// A stop signal that came while the services were starting, and when.
-type EarlyStop = (&'static str, std::time::Instant);
+/// What the start thread ends with: the admin endpoint, or why the start failed.
+type StartOutcome = Result<Option<Admin>, String>;
 
-/// Starts the services ([`start_all`]) on a thread of their own while this one answers signals:
-/// after SIGINT or SIGTERM, no service not yet started starts, and the one starting is waited
-/// for no longer than stopping may take. `Ok` holds the admin endpoint, and the stop signal
-/// that came during the start with when it came.
+const START_LOST: &str = "the services' start ended without a word";
+
+/// How the start went, as far as the signal loop waited for it.
+enum Started {
+    Done(Option<Admin>),
+    /// A stop signal came first: the signal, and the start still running, which starts nothing
+    /// more and stops what it was starting itself (see [`Running::begin_stop`]).
+    Interrupted(&'static str, tokio::sync::oneshot::Receiver<StartOutcome>),
+}
+
+/// Starts the services ([`start_all`]) on a thread of their own while this one answers signals,
+/// so that SIGINT or SIGTERM begins the shutdown at once, as it does later.
 fn start_watching(
     runtime: &tokio::runtime::Runtime,
     signals: &mut Signals,
     running: &Running,
     settings: &Arc<Settings>,
     health: &Arc<Health>,
-) -> Result<(Option<Admin>, Option<EarlyStop>), String> {
-    let cancelled = Arc::new(AtomicBool::new(false));
+) -> Result<Started, String> {
     let (done, mut outcome) = tokio::sync::oneshot::channel();
     {
         let (running, settings, health) = (running.clone(), settings.clone(), health.clone());
-        let cancelled = cancelled.clone();
         std::thread::Builder::new()
             .name("start".into())
             .spawn(move || {
-                let _ = done.send(start_all(&running, &settings, &health, &cancelled));
+                let _ = done.send(start_all(&running, &settings, &health));
             })
             .map_err(|e| format!("cannot start the services: {e}"))?;
     }
-    let ended = |outcome: Result<Result<Option<Admin>, String>, _>| {
-        outcome.unwrap_or_else(|_| Err("the services' start ended without a word".to_string()))
-    };
     runtime.block_on(async {
         let signal = tokio::select! {
-            outcome = &mut outcome => return ended(outcome).map(|admin| (admin, None)),
+            outcome = &mut outcome => {
+                return outcome.unwrap_or_else(|_| Err(START_LOST.to_string())).map(Started::Done)
+            }
             signal = signals.shutdown() => signal,
         };
-        let at = std::time::Instant::now();
-        cancelled.store(true, Ordering::SeqCst);
         info!("Received {signal} while starting: the services not yet started will not start.");
-        let patience = settings.stop_patience();
-        tokio::select! {
-            outcome = tokio::time::timeout(patience, &mut outcome) => match outcome {
-                Ok(outcome) => ended(outcome).map(|admin| (admin, Some((signal, at)))),
-                Err(_) => {
-                    let starting = running
-                        .list()
-                        .iter()
-                        .find(|instance| instance.status().state == State::Starting)
-                        .map_or_else(|| "a service".to_string(), |i| i.name().to_string());
-                    Err(format!(
-                        "could not stop: {starting} was still starting after {patience:?}; exiting"
-                    ))
-                }
-            },
-            again = signals.shutdown(), if settings.second_signal_exits => {
-                warn!("Received {again} again, exiting immediately.");
-                exit_now(&settings.log)
-            }
-        }
+        Ok(Started::Interrupted(signal, outcome))
     })
 }
 
 /// Binds every service (and the admin endpoint), then gives up privileges, then starts them in
 /// order: so a service may listen on port 80 and still never serve a client as root. If any
 /// step fails, what was started is stopped again, in reverse, and the error names the service.
-/// Once `cancelled`, the services not yet started are stopped and dropped from `running`.
+/// Once the host begins to stop, the services not yet running are stopped and dropped from
+/// `running`.
 fn start_all(
     running: &Running,
     settings: &Settings,
     health: &Arc<Health>,
-    cancelled: &AtomicBool,
 ) -> Result<Option<Admin>, String> {
     let instances = running.list().clone();
     for (index, instance) in instances.iter().enumerate() {
@@ -449,23 +467,31 @@ fn start_all(
         }
     };
     for (index, instance) in instances.iter().enumerate() {
-        if cancelled.load(Ordering::SeqCst) {
-            let unstarted = &instances[index..];
-            stop_now(unstarted);
-            running
-                .list()
-                .retain(|i| unstarted.iter().all(|u| u.id != i.id));
-            break;
-        }
-        let started = lock(&instance.service).start().into_result();
-        if let Err(e) = started {
-            stop_now(&instances);
-            if let Some(admin) = admin {
-                admin.stop();
+        let started = match running.is_stopping() {
+            true => None,
+            false => Some(lock(&instance.service).start().into_result()),
+        };
+        match started {
+            Some(Ok(())) if running.mark_running(instance) => {}
+            Some(Err(e)) => {
+                // Those already running, unless the host's stop has them already.
+                let mut doomed: Vec<Instance> = running.begin_stop().into_iter().rev().collect();
+                doomed.extend_from_slice(&instances[index..]);
+                stop_now(&doomed);
+                if let Some(admin) = admin {
+                    admin.stop();
+                }
+                return Err(format!("{} failed to start: {e}", instance.name()));
             }
-            return Err(format!("{} failed to start: {e}", instance.name()));
+            _ => {
+                let unstarted = &instances[index..];
+                stop_now(unstarted);
+                running
+                    .list()
+                    .retain(|i| unstarted.iter().all(|u| u.id != i.id));
+                break;
+            }
         }
-        instance.set_state(State::Running);
     }
     Ok(admin)
 }

@@ -282,6 +282,8 @@ impl Maker {
 pub struct Running {
     live: Arc<Mutex<Vec<Instance>>>,
     failed: Arc<Mutex<Vec<(Instance, String)>>>,
+    /// Set under the list's lock by [`Running::begin_stop`]: from then on no service starts.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Running {
@@ -289,7 +291,42 @@ impl Running {
         Self {
             live: Arc::new(Mutex::new(instances)),
             failed: Arc::default(),
+            stopping: Arc::default(),
         }
+    }
+
+    /// The host begins to stop: no service starts from now on, whoever is starting it (the
+    /// first start or SIGHUP's work), and the running ones are handed over to be stopped, the
+    /// last declared first, each marked stopping. A service is handed over once: so the one
+    /// stopping everything and a failed start never stop the same service twice.
+    pub fn begin_stop(&self) -> Vec<Instance> {
+        let list = self.list();
+        self.stopping.store(true, Ordering::SeqCst);
+        let taken: Vec<Instance> = list
+            .iter()
+            .rev()
+            .filter(|instance| instance.status().state == State::Running)
+            .cloned()
+            .collect();
+        for instance in &taken {
+            instance.set_state(State::Stopping);
+        }
+        taken
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Marks `instance`, just started, as running; `false` if the host began to stop
+    /// meanwhile: then no one else stops it, its starter must.
+    pub fn mark_running(&self, instance: &Instance) -> bool {
+        let _list = self.list();
+        if self.is_stopping() {
+            return false;
+        }
+        instance.set_state(State::Running);
+        true
     }
 
     pub fn list(&self) -> MutexGuard<'_, Vec<Instance>> {

@@ -1041,3 +1041,147 @@ fn sighup_restarts_a_service_whose_library_was_installed_anew() {
     assert_eq!(descriptors(), 1, "no descriptor more for the same file");
     host.stop();
 }
+
+/// Whether `port` refuses connections within `limit`.
+fn refused_within(port: u16, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    while !refused(port) {
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+#[test]
+fn a_stop_signal_during_a_reread_stops_the_running_services_at_once() {
+    let dir = TempDir::new("app-hup-term");
+    let port = free_port();
+    let app = dir.join("app.toml");
+    let poetry = format!("[[service]]\nname = \"poetry\"\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\" }}\n\n");
+    std::fs::write(&app, &poetry).unwrap();
+    let mut host = start_host(&[
+        "--shutdown-timeout",
+        "0.5",
+        "-n",
+        "-y",
+        app.to_str().unwrap(),
+    ]);
+    host.wait_for_line(&format!("[poetry] fastpoetry starting on tcp:{port}"));
+    std::fs::write(
+        &app,
+        format!("{poetry}[[service]]\nname = \"slow\"\nplugin = \"faulty\"\noptions = {{ slow-start = 50000 }}\n"),
+    )
+    .unwrap();
+    host.signal(libc::SIGHUP);
+    // Well into the slow start, which logs nothing before it ends.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(fetch(port).len(), 3003);
+    let signalled = Instant::now();
+    host.signal(libc::SIGTERM);
+    assert!(
+        refused_within(port, Duration::from_secs(1)),
+        "{}",
+        host.stdout()
+    );
+    let status = host
+        .wait_within(Duration::from_secs(10))
+        .expect("gives up on the start");
+    assert_eq!(status.code(), Some(1));
+    assert!(signalled.elapsed() < Duration::from_secs(6));
+    assert!(
+        host.stderr()
+            .contains("host: could not stop: slow was still starting after 2.5s; exiting"),
+        "{}",
+        host.stderr()
+    );
+}
+
+#[test]
+fn a_stuck_reload_does_not_hold_up_the_other_services_stop() {
+    let dir = TempDir::new("app-stuck-last");
+    let port = free_port();
+    let app = dir.join("app.toml");
+    std::fs::write(
+        &app,
+        format!("[[service]]\nname = \"a\"\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\" }}\n\n[[service]]\nname = \"stuck\"\nplugin = \"faulty\"\noptions = {{ hang-in-reload = true }}\n"),
+    )
+    .unwrap();
+    let mut host = start_host(&[
+        "--shutdown-timeout",
+        "0.5",
+        "-n",
+        "-y",
+        app.to_str().unwrap(),
+    ]);
+    host.wait_for_line("[stuck] faulty started");
+    host.signal(libc::SIGHUP);
+    host.wait_for_line("[stuck] reloading, and never finishing");
+    host.wait_for_line("Received SIGHUP, re-read");
+    host.signal(libc::SIGTERM);
+    assert!(
+        refused_within(port, Duration::from_secs(1)),
+        "{}",
+        host.stdout()
+    );
+    let status = host
+        .wait_within(Duration::from_secs(10))
+        .expect("gives up on the stuck one");
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        host.stderr().contains(
+            "host: could not stop: a reload of stuck was still running after 2.5s; exiting"
+        ),
+        "{}",
+        host.stderr()
+    );
+}
+
+#[test]
+fn a_changed_service_its_plugin_refuses_goes_on_serving_as_before() {
+    let dir = TempDir::new("app-hup-refused");
+    let port = free_port();
+    let app = dir.join("app.toml");
+    let write = |poem: &str| {
+        std::fs::write(
+            &app,
+            format!("[[service]]\nname = \"poetry\"\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\", poem = \"{poem}\" }}\n"),
+        )
+        .unwrap();
+    };
+    write(&poem("ecstasy.txt").display().to_string());
+    let mut host = start_host(&["-n", "-y", app.to_str().unwrap()]);
+    host.wait_for_line(&format!("[poetry] fastpoetry starting on tcp:{port}"));
+    write("/nonexistent");
+    assert_eq!(check(&app).code(), Some(0), "only the plugin can tell");
+    host.signal(libc::SIGHUP);
+    host.wait_for_line("it goes on running as before.");
+    let summary = host.wait_for_line("Received SIGHUP, re-read");
+    assert!(summary.ends_with("failed to start poetry."), "{summary}");
+    assert_eq!(fetch(port).len(), 3003);
+    host.stop();
+}
+
+#[test]
+fn check_tells_other_addresses_on_one_port_from_one_socket_listened_on_twice() {
+    let dir = TempDir::new("app-check-addresses");
+    let app = dir.join("app.toml");
+    std::fs::write(
+        &app,
+        "[[service]]\nname = \"a\"\nplugin = \"fastpoetry\"\noptions = { port = 18010, iface = \"127.0.0.1\" }\n[[service]]\nname = \"b\"\nplugin = \"fastpoetry\"\noptions = { port = 18010, iface = \"127.0.0.2\" }\n[[service]]\nname = \"c\"\nplugin = \"fastpoetry\"\noptions = { listen = [\"tcp:18020\", \"tcp:18020:interface=0.0.0.0\"] }\n",
+    )
+    .unwrap();
+    let out = check(&app);
+    assert_eq!(out.code(), Some(2));
+    assert_eq!(
+        problems(&out),
+        [
+            format!(
+                "{}:12:22: service 'c' would listen on TCP port 18020 twice",
+                app.display()
+            ),
+            format!("host: {}: 1 problem; nothing was run", app.display())
+        ]
+    );
+}

@@ -170,12 +170,16 @@ fn the_guide_builds_without_a_warning_and_runs_with_its_own_commands() {
             }
             Some("host") => {
                 // The guide's port, 7002, may be taken on a test machine: any free one will do.
-                let args: Vec<String> = words
+                // And a short `--idle`, to see a silent client let go while the room talks.
+                let mut args: Vec<String> = words
                     .map(|word| match word {
                         "target/debug" => plugin_dir.to_string(),
                         other => other.replace(":7002:", ":0:"),
                     })
                     .collect();
+                if !args.iter().any(|a| a == "--help") {
+                    args.extend(["--idle".to_string(), "2s".to_string()]);
+                }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 match args.contains(&"--help") {
                     true => {
@@ -204,6 +208,24 @@ fn the_guide_builds_without_a_warning_and_runs_with_its_own_commands() {
                     .unwrap()
                     .unwrap();
                 assert!(heard.ends_with(": hello, room"), "{heard}");
+                // A client that says nothing is idle, however much the room says to it: let go
+                // after `--idle` while the room still talks.
+                let (_carol, carol_hears) = client();
+                let started = std::time::Instant::now();
+                let talker = std::thread::spawn(move || {
+                    for _ in 0..16 {
+                        alice.write_all(b"still here\n").unwrap();
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                    }
+                });
+                let mut carol_hears = carol_hears.map(|line| line.unwrap());
+                assert!(carol_hears.any(|line| line == "* idle for too long"));
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(6),
+                    "a silent client was kept while the room talked: {:?}",
+                    started.elapsed()
+                );
+                talker.join().unwrap();
             }
             _ => assert!(
                 command.is_empty(),

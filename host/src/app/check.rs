@@ -10,6 +10,7 @@ use plugin_api::abi::{OptionKind, OptionSpec, OptionValue};
 use plugin_api::{ClientEndpoint, Endpoint};
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::net::IpAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -312,7 +313,7 @@ fn relative_to(dir: &Path, spec: &OptionSpec, text: String) -> String {
             Ok(endpoint) => endpoint.relative_to(dir).to_string(),
             Err(_) => text,
         },
-        _ => match listen_endpoint(spec, &text) {
+        _ => match listen_endpoint(spec, &text, None) {
             Some(endpoint) if endpoint.relative_to(dir) != endpoint => {
                 endpoint.relative_to(dir).to_string()
             }
@@ -325,15 +326,18 @@ fn relative_to(dir: &Path, spec: &OptionSpec, text: String) -> String {
 /// the kit's `Options::listen_endpoints`.
 const LISTEN_PORT: &str = "port";
 
+/// The options that name the interface [`LISTEN_PORT`] listens on, by the kit's convention.
+const LISTEN_INTERFACES: [&str; 2] = ["iface", "interface"];
+
 /// The endpoint `text` tells a service to listen on, if `spec` is one of its listen options:
 /// an endpoint option, or the one named [`LISTEN_PORT`], which holds a port number or (in
 /// portforward, after twistd's strports) an endpoint. Other port options, such as
 /// portforward's `dest_port`, say where a service connects, not where it listens.
-fn listen_endpoint(spec: &OptionSpec, text: &str) -> Option<Endpoint> {
+fn listen_endpoint(spec: &OptionSpec, text: &str, interface: Option<&str>) -> Option<Endpoint> {
     match spec.kind.base() {
         OptionKind::ENDPOINT => text.parse().ok(),
         _ if spec.long.as_str() == LISTEN_PORT => match text.parse::<u16>() {
-            Ok(port) => Some(Endpoint::tcp(port, None)),
+            Ok(port) => Some(Endpoint::tcp(port, interface)),
             Err(_) => text.parse().ok(),
         },
         _ => None,
@@ -394,7 +398,18 @@ impl Socket {
     fn clashes_with(&self, other: &Socket) -> bool {
         match (self, other) {
             (Self::Tcp(a, ia), Self::Tcp(b, ib)) => {
-                a == b && (ia.is_none() || ib.is_none() || ia == ib)
+                // Two addresses on one port are fine; a name (`localhost`) or every address
+                // may be any of them.
+                let address = |i: &Option<String>| {
+                    i.as_deref()
+                        .and_then(|i| i.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+                        .filter(|address| !address.is_unspecified())
+                };
+                a == b
+                    && match (address(ia), address(ib)) {
+                        (Some(ia), Some(ib)) => ia == ib,
+                        _ => true,
+                    }
             }
             (a, b) => a == b,
         }
@@ -428,6 +443,12 @@ fn sockets(service: &ServiceSpec) -> Vec<(Socket, String)> {
     let Ok(specs) = service.plugin().options() else {
         return Vec::new();
     };
+    let interface = service
+        .values
+        .iter()
+        .find(|value| LISTEN_INTERFACES.contains(&value.long.as_str()))
+        .and_then(|value| value.values.iter().next())
+        .map(|interface| interface.as_str());
     // Each with whether it comes from an endpoint option.
     let mut found = Vec::new();
     for value in &service.values {
@@ -435,7 +456,7 @@ fn sockets(service: &ServiceSpec) -> Vec<(Socket, String)> {
             continue;
         };
         for text in value.values.iter() {
-            if let Some(endpoint) = listen_endpoint(spec, text) {
+            if let Some(endpoint) = listen_endpoint(spec, text, interface) {
                 let endpoint_option = spec.kind.base() == OptionKind::ENDPOINT;
                 found.push((endpoint_option, endpoint, value.long.to_string()));
             }
@@ -453,7 +474,19 @@ fn shared_sockets(services: &[ServiceSpec], places: &[Place]) -> Vec<Problem> {
     let all: Vec<Vec<(Socket, String)>> = services.iter().map(sockets).collect();
     let mut problems = Vec::new();
     for (index, mine) in all.iter().enumerate() {
-        for (socket, option) in mine {
+        for (at, (socket, option)) in mine.iter().enumerate() {
+            if mine[..at].iter().any(|(s, _)| s.clashes_with(socket)) {
+                problems.push(problem_at(
+                    &places[index],
+                    Some(option),
+                    format!(
+                        "service '{}' would listen on {} twice",
+                        services[index].name,
+                        socket.describe()
+                    ),
+                ));
+                continue;
+            }
             let earlier = all[..index].iter().enumerate().find_map(|(other, theirs)| {
                 theirs
                     .iter()

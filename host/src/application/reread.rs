@@ -1,12 +1,13 @@
 //! SIGHUP with an application file: read it again and bring the running services in line with
 //! it. A service declared as before keeps running untouched, connections and all (and gets the
 //! `reload/1` extension, if it offers it); a removed one stops; an added one starts; a changed
-//! one (other options, or its library replaced) is stopped, then started as declared now, so
-//! its sockets are closed for the moment in between. A file with any problem changes nothing.
+//! one (other options, or its library replaced) is made as declared now, then the old one is
+//! stopped, then the new one started, so its sockets are closed while the old one drains; one
+//! its plugin refuses to make goes on running as before. A file with any problem changes nothing.
 
 use super::{stop, RELOAD_PATIENCE};
 use crate::app::Declared;
-use crate::instances::{self, lock, Instance, Maker, Running, State};
+use crate::instances::{self, lock, Instance, Maker, Running};
 use std::time::Duration;
 use tracing::{error, info};
 
@@ -28,16 +29,42 @@ pub fn apply(declared: &Declared, running: &Running, maker: &Maker, stop_timeout
     };
     let current: Vec<Instance> = running.list().clone();
     let kept = |instance: &Instance| wanted.iter().any(|spec| instance.spec.runs_as(spec));
-    let (unchanged, outgoing): (Vec<Instance>, Vec<Instance>) =
+    let (unchanged, changed_or_gone): (Vec<Instance>, Vec<Instance>) =
         current.into_iter().partition(|instance| kept(instance));
     // Stopping it would wait for that reload, perhaps for ever, and hold up every later SIGHUP.
-    if let Some(busy) = outgoing.iter().find(|instance| instance.is_reloading()) {
+    if let Some(busy) = changed_or_gone
+        .iter()
+        .find(|instance| instance.is_reloading())
+    {
         error!(
             "Received SIGHUP, but {} would stop, and its last reload has not returned; nothing changed.",
             busy.name()
         );
         return;
     }
+
+    // Made before anything stops, so that a changed service whose new options its plugin
+    // refuses goes on serving as before.
+    let mut made = Vec::new();
+    let mut failed = Vec::new();
+    for spec in wanted
+        .iter()
+        .filter(|spec| !unchanged.iter().any(|i| i.spec.runs_as(spec)))
+    {
+        match maker.make(spec.clone()) {
+            Ok(instance) => made.push(instance),
+            Err(message) => {
+                match changed_or_gone.iter().any(|i| i.name() == spec.name) {
+                    true => error!("{message}; it goes on running as before."),
+                    false => error!("{message}"),
+                }
+                failed.push(spec.name.clone());
+            }
+        }
+    }
+    let (outgoing, not_replaced): (Vec<Instance>, Vec<Instance>) = changed_or_gone
+        .into_iter()
+        .partition(|instance| !failed.iter().any(|name| name == instance.name()));
 
     // Out first, in reverse, so that a changed service's sockets are free for its successor.
     running
@@ -47,33 +74,45 @@ pub fn apply(declared: &Declared, running: &Running, maker: &Maker, stop_timeout
         stop(instance, stop_timeout);
     }
     let mut started = Vec::new();
-    let mut failed = Vec::new();
-    for spec in wanted
-        .iter()
-        .filter(|spec| !unchanged.iter().any(|i| i.spec.runs_as(spec)))
-    {
-        match maker.make(spec.clone()).and_then(start) {
+    for instance in made {
+        let name = instance.name().to_string();
+        match start(instance, running) {
             Ok(instance) => started.push(instance),
             Err(message) => {
                 error!("{message}");
-                failed.push(spec.name.clone());
+                failed.push(name);
             }
         }
+    }
+    if running.is_stopping() {
+        info!("Received SIGHUP, but host is stopping: {file} was not applied in full.");
+        return;
     }
     instances::reload(&unchanged, RELOAD_PATIENCE);
 
     // In the file's order; a service that ended meanwhile (and was dropped from the list by
-    // the main loop) stays gone.
+    // the main loop) stays gone. Checked under the list's lock: if the host began to stop
+    // meanwhile, the services it stops are those in the list now.
     {
         let mut list = running.list();
+        if running.is_stopping() {
+            return;
+        }
         let still_running: Vec<u64> = list.iter().map(|i| i.id).collect();
         let mut next = Vec::with_capacity(wanted.len());
         for spec in &wanted {
-            if let Some(index) = started.iter().position(|i| i.spec.name == spec.name) {
-                next.push(started.remove(index));
-            } else if let Some(instance) = unchanged
-                .iter()
-                .find(|i| i.spec.runs_as(spec) && still_running.contains(&i.id))
+            let same_name = |i: &&Instance| i.name() == spec.name && still_running.contains(&i.id);
+            if let Some(instance) =
+                started
+                    .iter()
+                    .chain(&not_replaced)
+                    .find(same_name)
+                    .or_else(|| {
+                        unchanged
+                            .iter()
+                            .filter(|i| i.spec.runs_as(spec))
+                            .find(same_name)
+                    })
             {
                 let mut instance = instance.clone();
                 instance.spec.on_failure = spec.on_failure;
@@ -114,8 +153,17 @@ pub fn apply(declared: &Declared, running: &Running, maker: &Maker, stop_timeout
 }
 
 /// Binds and starts a service made after the host started: with the privileges the host has
-/// now (a port below 1024 after `--uid` cannot be bound).
-fn start(instance: Instance) -> Result<Instance, String> {
+/// now (a port below 1024 after `--uid` cannot be bound). It is in `running`'s list while it
+/// starts, as at the first start; one the host began to stop meanwhile is stopped again.
+fn start(instance: Instance, running: &Running) -> Result<Instance, String> {
+    if running.is_stopping() {
+        stop(&instance, Duration::ZERO);
+        return Err(format!(
+            "{} was not started: host is stopping",
+            instance.name()
+        ));
+    }
+    running.list().push(instance.clone());
     let outcome = {
         let mut service = lock(&instance.service);
         service
@@ -123,16 +171,14 @@ fn start(instance: Instance) -> Result<Instance, String> {
             .into_result()
             .and_then(|()| service.start().into_result())
     };
-    match outcome {
-        Ok(()) => {
-            instance.set_state(State::Running);
-            Ok(instance)
-        }
-        Err(e) => {
-            stop(&instance, Duration::ZERO);
-            Err(format!("{} failed to start: {e}", instance.name()))
-        }
-    }
+    let outcome = match outcome {
+        Ok(()) if running.mark_running(&instance) => return Ok(instance),
+        Ok(()) => format!("{} was not started: host is stopping", instance.name()),
+        Err(e) => format!("{} failed to start: {e}", instance.name()),
+    };
+    running.list().retain(|i| i.id != instance.id);
+    stop(&instance, Duration::ZERO);
+    Err(outcome)
 }
 
 fn as_strs(names: &[String]) -> Vec<&str> {
