@@ -474,10 +474,18 @@ fn start_all(
         match started {
             Some(Ok(())) if running.mark_running(instance) => {}
             Some(Err(e)) => {
-                // Those already running, unless the host's stop has them already.
-                let mut doomed: Vec<Instance> = running.begin_stop().into_iter().rev().collect();
-                doomed.extend_from_slice(&instances[index..]);
-                stop_now(&doomed);
+                stop_now(&instances[index..]);
+                // Those already running (unless the host's stop has them already) drain as at
+                // any stop, sharing the deadline: under a supervisor, a new generation that
+                // fails to start is retired this way, and the clients it took keep theirs.
+                let end = std::time::Instant::now() + settings.shutdown_timeout;
+                for started in running.begin_stop() {
+                    stop(
+                        &started,
+                        end.saturating_duration_since(std::time::Instant::now()),
+                    );
+                    info!("Stopped {}.", started.name());
+                }
                 if let Some(admin) = admin {
                     admin.stop();
                 }

@@ -1185,3 +1185,39 @@ fn check_tells_other_addresses_on_one_port_from_one_socket_listened_on_twice() {
         ]
     );
 }
+
+#[test]
+fn a_failed_start_lets_the_services_already_running_finish_their_connections() {
+    // What a worker of a new generation that fails does too: the clients its first services
+    // took keep their connections while those services drain.
+    let dir = TempDir::new("app-fail-drain");
+    write_big_poem(dir.path());
+    let port = free_port();
+    std::fs::write(
+        dir.join("app.toml"),
+        format!("[[service]]\nname = \"poems\"\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\", poem = \"big.txt\" }}\n\n[[service]]\nname = \"late\"\nplugin = \"faulty\"\noptions = {{ slow-start = \"1500\", fail-in = \"start\" }}\n"),
+    )
+    .unwrap();
+    let mut host = start_host(&[
+        "-n",
+        "--shutdown-timeout",
+        "20",
+        "-y",
+        dir.join("app.toml").to_str().unwrap(),
+    ]);
+    host.wait_for_line("[poems] fastpoetry starting on");
+    let mut reader = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    reader.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut first = vec![0; 1000];
+    reader.read_exact(&mut first).unwrap();
+    // The second service fails meanwhile, and the host stops.
+    host.wait_for_line("Stopped late.");
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    assert_eq!(
+        first.len() + rest.len(),
+        BIG_POEM_BYTES,
+        "the poem in flight was cut"
+    );
+    assert_eq!(host.wait().code(), Some(1));
+}
