@@ -333,6 +333,88 @@ assert count_through(s, b'q' * 5) == b'5\n'
 }
 
 #[test]
+fn a_user_without_failures_goes_before_a_crowd_of_guessers() {
+    let dir = TempDir::new("socks-priority");
+    let passwords = dir.join("passwd");
+    std::fs::write(&passwords, format!("alice:{ARGON2_WONDERLAND}\n")).unwrap();
+    let origin = Origin::start();
+    let (mut host, port) = socks(&[
+        "--allow",
+        "127.0.0.0/8",
+        "--password-file",
+        passwords.to_str().unwrap(),
+        "--handshake-timeout",
+        "4s",
+    ]);
+    python(
+        port,
+        origin.port,
+        r#"
+# Forty addresses, each far from a ban, first fail once, then queue four guesses each: more
+# checks than the turns get through before a deadline. A user from an address without
+# failures waits for one check at most, not for the line.
+def guesser(i, guesses, sent):
+    s = socket.create_connection(('127.0.0.1', PROXY), timeout=20, source_address=('127.2.0.%d' % (i + 1), 0))
+    s.sendall(b'\x05\x01\x02')
+    assert recv_exact(s, 2) == b'\x05\x02'
+    s.sendall(b'\x01\x05alice\x05guess')
+    sent.release()
+    try: recv_exact(s, 2)
+    except Exception: pass
+def crowd(guesses):
+    sent = threading.Semaphore(0)
+    threads = [threading.Thread(target=guesser, args=(i % 40, guesses, sent)) for i in range(40 * guesses)]
+    for t in threads: t.start()
+    for _ in threads: sent.acquire(timeout=20)
+    return threads
+for t in crowd(1): t.join(30)
+threads = crowd(4)
+time.sleep(0.3)
+s = socket.create_connection(('127.0.0.1', PROXY), timeout=20, source_address=('127.3.0.1', 0))
+started = time.time()
+assert socks5(s, ORIGIN, auth=(b'alice', b'wonderland'))[:2] == b'\x05\x00'
+took = time.time() - started
+assert count_through(s, b'q' * 5) == b'5\n'
+for t in threads: t.join(30)
+assert took < 1.5, took
+"#,
+    );
+    host.wait_for_line("refused: the handshake took too long");
+    assert!(
+        !host.stdout().contains("failed logins from"),
+        "{}",
+        host.stdout()
+    );
+    host.stop();
+}
+
+#[test]
+fn a_client_that_left_costs_no_password_check() {
+    let dir = TempDir::new("socks-left");
+    let passwords = dir.join("passwd");
+    std::fs::write(&passwords, format!("alice:{ARGON2_WONDERLAND}\n")).unwrap();
+    let (mut host, port) = socks(&["--password-file", passwords.to_str().unwrap()]);
+    python(
+        port,
+        0,
+        r#"
+s = connect()
+s.sendall(b'\x05\x01\x02')
+assert recv_exact(s, 2) == b'\x05\x02'
+# Corked, the password and the end of the stream leave in one segment: the proxy cannot read
+# one without the other.
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+s.sendall(b'\x01\x04gone\x05guess')
+s.shutdown(socket.SHUT_WR)
+assert recv_all(s) == b''
+"#,
+    );
+    host.wait_for_line("refused: the client went away");
+    assert!(!host.stdout().contains("failed login for 'gone'"));
+    host.stop();
+}
+
+#[test]
 fn a_failed_login_takes_as_long_whatever_the_user_and_hash() {
     let dir = TempDir::new("socks-timing");
     let passwords = dir.join("passwd");
@@ -440,6 +522,35 @@ fn special_purpose_destinations_are_refused_where_nothing_could_leave() {
         eprintln!("skipped: needs unprivileged user and network namespaces (unshare -rn)");
         return;
     }
+    isolated_socks(
+        &[],
+        r#"
+for host in ['198.18.0.1', '192.0.2.1', '198.51.100.1', '203.0.113.1', '192.0.0.1',
+             '192.88.99.1', '100:0:0:1::1',
+             '64:ff9b::7f00:1', '64:ff9b::a00:1', '2002:a00:1::1', '::ffff:0:7f00:1',
+             'fec0::1', '2001:db8::1', '100::1']:
+    assert socks5(connect(), 80, host=host) == v5(2), host
+assert socks4(connect(), 80, ip='198.18.0.1') == b'\x00\x5b' + b'\x00' * 6
+# What a wrong rule would have given: a public address is tried, and cannot be reached.
+assert socks5(connect(), 80, host='192.0.0.9') == v5(3)
+"#,
+        "198.18.0.1 is not allowed by the rules",
+    );
+    // The operator's denials decide over the anycast addresses built in as allowed.
+    isolated_socks(
+        &["--deny", "0.0.0.0/0", "--deny", "::/0"],
+        r#"
+for host in ['192.0.0.9', '192.0.0.10', '2001:1::1', '2001:3::1', '2001:4:112::1',
+             '2001:20::1', '2001:30::1', '8.8.8.8']:
+    assert socks5(connect(), 80, host=host) == v5(2), host
+"#,
+        "192.0.0.9 is not allowed by the rules",
+    );
+}
+
+/// Runs `script` against `host -n socks` with `extra` options in a network namespace with no
+/// way out, then waits for `line` in its log.
+fn isolated_socks(extra: &[&str], script: &str, line: &str) {
     let dir = TempDir::new("socks-netns");
     let socket = dir.join("socks.sock");
     let listen = format!("unix:{}", socket.display());
@@ -447,7 +558,8 @@ fn special_purpose_destinations_are_refused_where_nothing_could_leave() {
     command
         .arg("-rn")
         .arg(host_bin())
-        .args(["--pidfile", "", "-n", "socks", "--listen", &listen]);
+        .args(["--pidfile", "", "-n", "socks", "--listen", &listen])
+        .args(extra);
     let mut host = Running::spawn(prepare(&mut command));
     host.wait_for_line("socks starting on unix:");
     for table in ["route", "ipv6_route"] {
@@ -469,17 +581,10 @@ def connect():
     return s
 def v5(code):
     return b'\x05' + bytes([code]) + b'\x00\x01' + b'\x00' * 6
-for host in ['198.18.0.1', '192.0.2.1', '198.51.100.1', '203.0.113.1', '192.0.0.1',
-             '64:ff9b::7f00:1', '64:ff9b::a00:1', '2002:a00:1::1', '::ffff:0:7f00:1',
-             'fec0::1', '2001:db8::1', '100::1']:
-    assert socks5(connect(), 80, host=host) == v5(2), host
-assert socks4(connect(), 80, ip='198.18.0.1') == b'\x00\x5b' + b'\x00' * 6
-# What a wrong rule would have given: a public address is tried, and cannot be reached.
-assert socks5(connect(), 80, host='192.88.99.1') == v5(3)
-"#
+{script}"#
         ),
     );
-    host.wait_for_line("198.18.0.1 is not allowed by the rules");
+    host.wait_for_line(line);
     host.stop();
 }
 

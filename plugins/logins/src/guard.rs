@@ -1,28 +1,31 @@
-//! Slowing down password guessing: every failed login waits before its reply, and an address
-//! with too many failures in a minute is refused for a while.
+//! Slowing down password guessing: every failed login waits before its reply, a network with
+//! too many failures in a minute is refused for a while, and the checks from networks with
+//! recent failures wait for a turn behind the others.
 //!
 //! One guard is shared by all of a service's connections, so a guesser gains nothing by
 //! reconnecting.
 
-use crate::password_file::{PasswordFile, Turn};
+use crate::password_file::PasswordFile;
+use crate::turn::{Priority, Turn};
 use plugin_api::tokio;
 use plugin_api::tracing::warn;
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Failures from one address within [`WINDOW`] that get it banned.
+/// Failures from one network within [`WINDOW`] that get it banned.
 const MAX_FAILURES: usize = 10;
 const WINDOW: Duration = Duration::from_secs(60);
-/// How long a banned address is refused.
+/// How long a banned network is refused.
 const BAN: Duration = Duration::from_secs(300);
 /// How long a failed login waits before its reply.
 const DELAY: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct LoginGuard {
-    addresses: Mutex<HashMap<IpAddr, Record>>,
+    networks: Mutex<HashMap<Network, Record>>,
     delay: Duration,
 }
 
@@ -36,12 +39,35 @@ impl Default for LoginGuard {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Login {
     Accepted,
-    /// A wrong password or an unknown user: counted against the address, and the reply waited.
+    /// A wrong password or an unknown user: counted against the network, and the reply waited.
     Failed,
-    /// The address is refused for its failures; no password was checked.
+    /// The network is refused for its failures; no password was checked.
     Banned,
     /// The deadline came before a turn to check the password.
     Late,
+}
+
+/// Where failures are counted: an IPv4 address, or an IPv6 address's /64, which a single host
+/// usually has whole: counted by address, it could guess from a new one each time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Network(IpAddr);
+
+impl Network {
+    fn of(ip: IpAddr) -> Self {
+        Self(match ip.to_canonical() {
+            IpAddr::V6(ip) => IpAddr::V6(Ipv6Addr::from(u128::from(ip) & !0 << 64)),
+            ipv4 => ipv4,
+        })
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            IpAddr::V6(prefix) => write!(f, "{prefix}/64"),
+            ipv4 => ipv4.fmt(f),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -53,32 +79,38 @@ struct Record {
 impl LoginGuard {
     fn with_delay(delay: Duration) -> Self {
         Self {
-            addresses: Mutex::default(),
+            networks: Mutex::default(),
             delay,
         }
     }
 
-    /// Whether `ip` is currently refused.
+    /// Whether `ip`'s network is currently refused.
     pub fn is_banned(&self, ip: IpAddr) -> bool {
+        self.standing(Network::of(ip)).is_none()
+    }
+
+    /// `None` if `network` is refused, else the priority of its checks. Forgets the networks
+    /// with nothing recent, so the map cannot grow without bound.
+    fn standing(&self, network: Network) -> Option<Priority> {
         let now = Instant::now();
-        let mut addresses = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
-        let banned = addresses
-            .get(&ip)
-            .and_then(|r| r.banned_until)
-            .is_some_and(|until| until > now);
-        // Forget addresses with nothing recent, so the map cannot grow without bound.
-        addresses.retain(|_, r| {
+        let mut networks = self.networks.lock().unwrap_or_else(|p| p.into_inner());
+        networks.retain(|_, r| {
             r.banned_until.is_some_and(|until| until > now)
                 || r.failures.iter().any(|t| now - *t < WINDOW)
         });
-        banned
+        match networks.get(&network) {
+            None => Some(Priority::Fresh),
+            Some(r) if r.banned_until.is_some_and(|until| until > now) => None,
+            Some(_) => Some(Priority::Suspect),
+        }
     }
 
     /// Logs `user` in from `ip` with `password`, checked against `passwords` once a turn to
-    /// check is free ([`PasswordFile::verify`]); waiting for the turn ends at `deadline`.
+    /// check is free ([`PasswordFile::verify`]); waiting for the turn ends at `deadline`. A
+    /// network with recent failures waits behind those without.
     ///
     /// The ban is checked again once the turn comes, so the failures that finished while an
-    /// attempt waited count against it: a crowd of guesses from one address costs about as
+    /// attempt waited count against it: a crowd of guesses from one network costs about as
     /// many hashes as it takes failures to be banned, not one each. A failure is answered the
     /// delay (a second) after its check began, not after it ended, so whether it took a cheap
     /// or a costly hash (an unknown user is checked against some hash of the file, whatever
@@ -92,13 +124,14 @@ impl LoginGuard {
         password: &[u8],
         deadline: tokio::time::Instant,
     ) -> Login {
-        if self.is_banned(ip) {
+        let network = Network::of(ip);
+        let Some(priority) = self.standing(network) else {
             return Login::Banned;
-        }
-        let Ok(turn) = tokio::time::timeout_at(deadline, Turn::wait()).await else {
+        };
+        let Ok(turn) = tokio::time::timeout_at(deadline, Turn::wait(priority)).await else {
             return Login::Late;
         };
-        if self.is_banned(ip) {
+        if self.standing(network).is_none() {
             return Login::Banned;
         }
         let began = tokio::time::Instant::now();
@@ -107,16 +140,16 @@ impl LoginGuard {
             return Login::Accepted;
         }
         // Logged as sent: the host escapes what a terminal would act on.
-        self.record_failure(ip, &String::from_utf8_lossy(user));
+        self.record_failure(ip, network, &String::from_utf8_lossy(user));
         tokio::time::sleep_until(began + self.delay).await;
         Login::Failed
     }
 
-    fn record_failure(&self, ip: IpAddr, username: &str) {
+    fn record_failure(&self, ip: IpAddr, network: Network, username: &str) {
         let banned = {
             let now = Instant::now();
-            let mut addresses = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
-            let record = addresses.entry(ip).or_default();
+            let mut networks = self.networks.lock().unwrap_or_else(|p| p.into_inner());
+            let record = networks.entry(network).or_default();
             record.failures.retain(|t| now - *t < WINDOW);
             record.failures.push(now);
             if record.failures.len() >= MAX_FAILURES
@@ -130,7 +163,7 @@ impl LoginGuard {
         };
         if banned {
             warn!(
-                "{MAX_FAILURES} failed logins from {ip} within {WINDOW:?}; refusing it for {BAN:?}"
+                "{MAX_FAILURES} failed logins from {network} within {WINDOW:?}; refusing it for {BAN:?}"
             );
         } else {
             warn!("failed login for '{username}' from {ip}");
@@ -167,22 +200,35 @@ mod tests {
     }
 
     #[test]
-    fn bans_after_ten_failures_in_a_minute_and_only_that_address() {
-        let runtime = plugin_api::tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let guard = LoginGuard::with_delay(Duration::ZERO);
-            let guesser: IpAddr = "192.0.2.1".parse().unwrap();
-            let other: IpAddr = "192.0.2.2".parse().unwrap();
-            for _ in 0..MAX_FAILURES - 1 {
-                guard.record_failure(guesser, "root");
-            }
-            assert!(!guard.is_banned(guesser));
-            guard.record_failure(guesser, "root");
-            assert!(guard.is_banned(guesser));
-            assert!(!guard.is_banned(other));
-        });
+    fn bans_after_ten_failures_in_a_minute_and_only_that_network() {
+        let guard = LoginGuard::with_delay(Duration::ZERO);
+        let fail = |ip: &str| {
+            let ip: IpAddr = ip.parse().unwrap();
+            guard.record_failure(ip, Network::of(ip), "root");
+        };
+        let banned = |ip: &str| guard.is_banned(ip.parse().unwrap());
+        for _ in 0..MAX_FAILURES - 1 {
+            fail("192.0.2.1");
+        }
+        assert!(!banned("192.0.2.1"));
+        fail("::ffff:192.0.2.1");
+        assert!(banned("192.0.2.1") && !banned("192.0.2.2"));
+
+        // An IPv6 host has its /64 to guess from.
+        for i in 0..MAX_FAILURES {
+            fail(&format!("2001:db8:0:1::{i:x}"));
+        }
+        assert!(banned("2001:db8:0:1:ffff::1") && !banned("2001:db8:0:2::1"));
+    }
+
+    #[test]
+    fn networks_with_recent_failures_wait_behind_the_others() {
+        let guard = LoginGuard::with_delay(Duration::ZERO);
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(guard.standing(Network::of(ip)), Some(Priority::Fresh));
+        guard.record_failure(ip, Network::of(ip), "root");
+        let neighbour = Network::of("2001:db8::2".parse().unwrap());
+        assert_eq!(guard.standing(neighbour), Some(Priority::Suspect));
+        assert_eq!(Network::of(ip).to_string(), "2001:db8::/64");
     }
 }

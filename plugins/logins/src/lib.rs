@@ -3,6 +3,7 @@
 
 mod guard;
 mod password_file;
+mod turn;
 
 pub use guard::{Login, LoginGuard};
 pub use password_file::{Entry, PasswordFile};

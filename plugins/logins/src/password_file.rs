@@ -3,65 +3,14 @@
 //! form); plain-text passwords only when the operator allows them. What `extra` means is the
 //! plugin's business (the ftp plugin's home directory).
 
+use crate::turn::{Priority, Turn};
 use argon2::Block;
 use plugin_api::{files, tokio};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{LazyLock, Mutex};
-use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// The largest password file read: far more than any real one, small enough to read at once.
 const MAX_FILE_BYTES: u64 = files::MIB;
-
-/// Password checks run at once (in each plugin linking this crate): one per core, up to this
-/// many. Each holds its hash's memory (19 MiB for argon2's defaults) while it runs, so without
-/// a bound a crowd of clients logging in at once could take gigabytes; and more checks than
-/// cores would not finish sooner.
-const MAX_TURNS: usize = 4;
-
-static TURNS: LazyLock<Semaphore> = LazyLock::new(|| {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    Semaphore::new(cores.min(MAX_TURNS))
-});
-
-/// argon2's working memory, one per turn, kept from one check to the next: allocating it for
-/// each check lets the allocator's heaps grow well past what the checks at once hold (glibc
-/// kept 150 MB for two turns of 8 MiB). So the most held is the turns times the largest
-/// argon2 `m` of the file.
-static MEMORY: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
-
-/// A turn to check a password: checks wait for one, so the memory they take is bounded.
-pub(crate) struct Turn {
-    memory: Vec<Block>,
-    _permit: SemaphorePermit<'static>,
-}
-
-impl Turn {
-    pub(crate) async fn wait() -> Self {
-        let permit = TURNS
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
-        Self {
-            memory: MEMORY
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pop()
-                .unwrap_or_default(),
-            _permit: permit,
-        }
-    }
-}
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        let memory = std::mem::take(&mut self.memory);
-        MEMORY
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(memory);
-    }
-}
 
 /// How a password is checked.
 #[derive(Debug, Clone)]
@@ -202,7 +151,7 @@ impl PasswordFile {
     /// hash; [`LoginGuard::log_in`](crate::LoginGuard::log_in) also hides the difference
     /// between kinds.
     pub async fn verify(&self, user: &str, password: &[u8]) -> bool {
-        self.verify_in_turn(Turn::wait().await, user, password)
+        self.verify_in_turn(Turn::wait(Priority::Fresh).await, user, password)
             .await
     }
 

@@ -8,6 +8,7 @@ use plugin_api::tokio::io::{AsyncReadExt, AsyncWriteExt};
 use plugin_api::{tokio, Stream};
 use std::fmt;
 use std::net::IpAddr;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -273,6 +274,22 @@ async fn socks5(mut reader: Reader<'_>, ip: IpAddr, access: &Access) -> Result<R
     }
 }
 
+/// Whether the client has already closed or reset its connection, as scripted guessers do
+/// right after sending their password: checking it would cost a hash for nobody. Asked
+/// without reading, so a request sent early stays for later; over TLS it cannot be.
+fn has_left(client: &Stream) -> bool {
+    let Some(tcp) = client.tcp() else {
+        return false;
+    };
+    let mut byte = [0];
+    let mut peeked = tokio::io::ReadBuf::new(&mut byte);
+    let mut context = Context::from_waker(Waker::noop());
+    matches!(
+        tcp.poll_peek(&mut context, &mut peeked),
+        Poll::Ready(Ok(0) | Err(_))
+    )
+}
+
 /// RFC 1929: checks the username and password with the login guard (its ban, delay and
 /// bound on checks at once), all within the handshake's deadline.
 async fn log_in(
@@ -290,6 +307,9 @@ async fn log_in(
         }
     };
     let name = String::from_utf8_lossy(&user).escape_debug().to_string();
+    if has_left(reader.client) {
+        return Err((Some(name), "the client went away".into()));
+    }
     let why = match guard
         .log_in(ip, passwords, &user, &password, reader.deadline)
         .await

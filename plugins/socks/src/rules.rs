@@ -2,16 +2,20 @@
 //! rules that deny loopback, link-local, private and other non-public ranges, so the proxy is
 //! never an open door into the network it runs in unless the operator says so.
 //!
-//! The most specific rule that contains an address decides (the longest prefix); at equal
-//! length the operator's rules beat the built-in ones, and a deny beats an allow. So
-//! `--allow 127.0.0.0/8` opens loopback, `--deny 0.0.0.0/0 --allow 192.0.2.0/24` allows only
-//! that network, and `--allow 10.0.0.0/8 --deny 10.1.0.0/16` keeps a hole closed.
+//! Within each set, the operator's and the built-in one, the most specific rule that contains
+//! an address decides (the longest prefix), and at equal length a deny beats an allow. Between
+//! them, the operator's denial is final, and the operator's allowance is final unless a
+//! built-in denial is more specific: it takes naming a range to open it. So
+//! `--allow 127.0.0.0/8` opens loopback but `--allow 0.0.0.0/0` does not, `--deny 0.0.0.0/0
+//! --allow 192.0.2.0/24` allows only that network (not even the anycast addresses the built-in
+//! rules allow inside denied blocks), and `--allow 10.0.0.0/8 --deny 10.1.0.0/16` keeps a hole
+//! closed.
 
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Denied unless an operator's rule allows them: the blocks of the IANA IPv4 and IPv6
-/// Special-Purpose Address Registries that are not globally reachable (2024 editions), and
+/// Special-Purpose Address Registries that are not globally reachable (2025 editions), and
 /// the address space that is not unicast or no longer assigned. Addresses that embed an IPv4
 /// address are also judged by it ([`embedded_ipv4`]).
 const DENIED_BY_DEFAULT: &[&str] = &[
@@ -23,6 +27,7 @@ const DENIED_BY_DEFAULT: &[&str] = &[
     "172.16.0.0/12",   // private
     "192.0.0.0/24",    // IETF protocol assignments (DS-Lite, NAT64 discovery, …)
     "192.0.2.0/24",    // documentation (TEST-NET-1, RFC 5737)
+    "192.88.99.0/24",  // 6to4 relay anycast, deprecated (RFC 7526): whoever still answers
     "192.168.0.0/16",  // private
     "198.18.0.0/15",   // benchmarking (RFC 2544)
     "198.51.100.0/24", // documentation (TEST-NET-2)
@@ -31,6 +36,7 @@ const DENIED_BY_DEFAULT: &[&str] = &[
     "::/96",           // unspecified, loopback and the deprecated IPv4-compatible addresses
     "64:ff9b:1::/48",  // local-use IPv4/IPv6 translation (RFC 8215)
     "100::/64",        // discard-only (RFC 6666)
+    "100:0:0:1::/64",  // dummy prefix, for configurations only (RFC 9780)
     "2001::/23",       // IETF protocol assignments: Teredo, benchmarking, ORCHID, …
     "2001:db8::/32",   // documentation (RFC 3849)
     "3fff::/20",       // documentation (RFC 9637)
@@ -47,6 +53,7 @@ const ALLOWED_INSIDE_DENIED: &[&str] = &[
     "192.0.0.10/32",   // TURN anycast (RFC 8155)
     "2001:1::1/128",   // Port Control Protocol anycast
     "2001:1::2/128",   // TURN anycast
+    "2001:1::3/128",   // DNS-SD service registration anycast (RFC 9665)
     "2001:3::/32",     // AMT (RFC 7450)
     "2001:4:112::/48", // AS112 (RFC 7535)
     "2001:20::/28",    // ORCHIDv2 (RFC 7343)
@@ -78,7 +85,7 @@ struct Rule {
 
 #[derive(Debug, Clone)]
 pub struct Rules {
-    /// Most specific first, then the operator's, then denials: the first match decides.
+    /// The operator's first, then the most specific, then denials: the first match decides.
     rules: Vec<Rule>,
 }
 
@@ -115,8 +122,8 @@ impl Rules {
             .collect();
         rules.sort_by_key(|rule| {
             (
-                std::cmp::Reverse(rule.net.prefix_len()),
                 !rule.operator,
+                std::cmp::Reverse(rule.net.prefix_len()),
                 rule.allow,
             )
         });
@@ -136,10 +143,16 @@ impl Rules {
     }
 
     fn decide(&self, ip: IpAddr) -> bool {
-        self.rules
-            .iter()
-            .find(|rule| rule.net.contains(&ip))
-            .is_some_and(|rule| rule.allow)
+        let mut matching = self.rules.iter().filter(|rule| rule.net.contains(&ip));
+        let operator = matching.clone().find(|rule| rule.operator);
+        let built_in = matching.find(|rule| !rule.operator);
+        match (operator, built_in) {
+            (Some(operator), Some(built_in)) if operator.allow => {
+                built_in.allow || built_in.net.prefix_len() <= operator.net.prefix_len()
+            }
+            (Some(operator), _) => operator.allow,
+            (None, built_in) => built_in.is_some_and(|rule| rule.allow),
+        }
     }
 }
 
@@ -178,6 +191,9 @@ mod tests {
             "192.0.0.170",
             "192.0.0.255",
             "192.0.2.1",
+            "192.88.99.0",
+            "192.88.99.1",
+            "192.88.99.255",
             "192.168.0.1",
             "198.18.0.1",
             "198.19.255.255",
@@ -192,6 +208,8 @@ mod tests {
             "64:ff9b:1::a00:1",
             "100::1",
             "100::ffff:ffff:ffff:ffff",
+            "100:0:0:1::",
+            "100:0:0:1:ffff:ffff:ffff:ffff",
             "2001::1",
             "2001:0:4136:e378:8000:63bf:3fff:fdd2",
             "2001:2::1",
@@ -230,18 +248,22 @@ mod tests {
             "192.0.0.10",
             "192.0.1.1",
             "192.0.3.1",
+            "192.88.98.255",
+            "192.88.100.0",
             "198.17.255.255",
             "198.20.0.0",
             "223.255.255.255",
             "2606:4700:4700::1111",
             "2001:1::1",
             "2001:1::2",
+            "2001:1::3",
             "2001:3::1",
             "2001:4:112::1",
             "2001:20::1",
             "2001:30::1",
             "2001:200::1",
             "2001:db9::1",
+            "100:0:0:2::1",
             "101::1",
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
@@ -276,6 +298,41 @@ mod tests {
 
         let both = rules(&["192.0.2.1"], &["192.0.2.1/32"]);
         assert!(!allows(&both, "192.0.2.1"), "a deny beats an equal allow");
+    }
+
+    #[test]
+    fn the_operators_rules_decide_over_the_built_in_ones() {
+        let only = rules(&["192.0.2.0/24"], &["0.0.0.0/0", "::/0"]);
+        let built_in_allowed = [
+            "192.0.0.9",
+            "192.0.0.10",
+            "2001:1::1",
+            "2001:1::3",
+            "2001:3::1",
+            "2001:4:112::1",
+            "2001:20::1",
+            "2001:30::1",
+        ];
+        for ip in built_in_allowed
+            .into_iter()
+            .chain(["8.8.8.8", "2606:4700::1"])
+        {
+            assert!(!allows(&only, ip), "{ip}");
+        }
+        assert!(allows(&only, "192.0.2.7"));
+
+        let ietf = rules(&[], &["192.0.0.0/24"]);
+        assert!(!allows(&ietf, "192.0.0.9") && !allows(&ietf, "192.0.0.10"));
+        assert!(allows(&ietf, "192.0.1.1"));
+
+        // Allowing everything opens the public addresses only: a built-in denial gives way to
+        // an allowance that names its range, or a narrower one.
+        let open = rules(&["0.0.0.0/0"], &["10.0.0.0/8"]);
+        assert!(!allows(&open, "127.0.0.1") && !allows(&open, "10.0.0.1"));
+        assert!(allows(&open, "192.0.0.9"));
+        let loopback = rules(&["127.0.0.0/8", "10.1.0.0/16"], &[]);
+        assert!(allows(&loopback, "127.0.0.1") && allows(&loopback, "10.1.2.3"));
+        assert!(!allows(&loopback, "10.2.0.1") && !allows(&loopback, "::1"));
     }
 
     #[test]
