@@ -1062,3 +1062,33 @@ fn readyz_is_503_while_no_worker_is_ready() {
     assert_eq!(wait_for_status(admin, "/readyz", 200), "ready\n");
     server.stop();
 }
+
+#[test]
+fn a_respelled_endpoint_is_the_socket_the_workers_already_listen_on() {
+    let dir = TempDir::new("supervisor-respelled");
+    let port = free_port();
+    let (first, second) = (poem("ecstasy.txt"), poem("science.txt"));
+    let file = dir.join("app.toml");
+    let declare = |listen: &str, poem: &Path| {
+        std::fs::write(
+            &file,
+            format!(
+                "[host]\nworkers = 2\n\n[[service]]\nname = \"verse\"\nplugin = \"fastpoetry\"\noptions = {{ listen = \"{listen}\", poem = {:?} }}\n",
+                poem.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+    };
+    declare(&format!("tcp:{port}:interface=127.0.0.1"), &first);
+    let mut server = Running::start(&["--pidfile", "", "-n", "-y", file.to_str().unwrap()]);
+    server.wait_for_line("All 2 workers are ready.");
+    // Another backlog and a name for the same address: the same socket, not a second bind.
+    declare(
+        &format!("tcp:{port}:interface=localhost:backlog=64"),
+        &second,
+    );
+    server.signal(libc::SIGHUP);
+    server.wait_for_line("is ready and serving (SIGHUP)");
+    assert_eq!(fetch(port).len(), poem_len(&second));
+    server.stop();
+}

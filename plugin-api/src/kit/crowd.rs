@@ -158,13 +158,15 @@ impl Crowd {
             return;
         }
         let now = self.now();
+        // Times are in milliseconds: among those that began to wait in the same one, the one
+        // that joined first (the smaller id) has waited longest.
         let longest = members
-            .values()
-            .filter(|m| m.busy.load(Ordering::Relaxed) == 0)
-            .map(|m| (m.waiting_since.load(Ordering::Relaxed), m))
-            .filter(|&(since, _)| now.saturating_sub(since) >= self.grace)
-            .min_by_key(|&(since, _)| since);
-        if let Some((since, member)) = longest {
+            .iter()
+            .filter(|(_, m)| m.busy.load(Ordering::Relaxed) == 0)
+            .map(|(id, m)| ((m.waiting_since.load(Ordering::Relaxed), *id), m))
+            .filter(|&((since, _), _)| now.saturating_sub(since) >= self.grace)
+            .min_by_key(|&(order, _)| order);
+        if let Some(((since, _), member)) = longest {
             tracing::debug!(
                 "{} connections open: closing one that has waited {} ms without a request",
                 members.len(),
