@@ -32,7 +32,7 @@ pub use kit::error::{Error, Result};
 pub use kit::files;
 pub use kit::metrics;
 pub use kit::multi::MultiService;
-pub use kit::options::{parse_duration, Options};
+pub use kit::options::{parse_duration, Options, LONGEST_DURATION};
 pub use kit::scope::spawn_thread;
 pub use kit::serve::{ConnectionLimits, WhenFull};
 pub use kit::service::{Service, Shutdown, Tasks};

@@ -579,6 +579,8 @@ fn bad_configuration_is_one_line_and_exit_1() {
         ),
         (vec!["--root", root.to_str().unwrap(), "--require-tls"], "host: ftp: --require-tls needs --tls-cert and --tls-key".to_string()),
         (vec!["--root", root.to_str().unwrap(), "--passive-ports", "9-1"], "host: ftp: --passive-ports '9-1' is not LOW-HIGH with 1024 <= LOW <= HIGH <= 65535".to_string()),
+        // A deadline that far ahead cannot be computed: it used to panic in every session.
+        (vec!["--root", root.to_str().unwrap(), "--idle-timeout", "9223372036854775807"], "host: ftp: --idle-timeout must be at most 3153600000 seconds".to_string()),
     ] {
         let mut all = vec!["--pidfile", "", "-n", "ftp", "--listen", "tcp:0:interface=127.0.0.1"];
         all.extend(args);

@@ -122,8 +122,19 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
         _ => return Err(invalid()),
     };
     let number: f64 = number.parse().map_err(|_| invalid())?;
-    Duration::try_from_secs_f64(number * seconds_per_unit).map_err(|_| invalid())
+    let duration = Duration::try_from_secs_f64(number * seconds_per_unit).map_err(|_| invalid())?;
+    match duration <= LONGEST_DURATION {
+        true => Ok(duration),
+        false => Err(format!(
+            "'{text}' is longer than {} days, the longest duration accepted",
+            LONGEST_DURATION.as_secs() / 86400
+        )),
+    }
 }
+
+/// The longest duration an option may give (100 years): anything longer means "never", and a
+/// deadline that far ahead cannot be computed (`Instant + Duration` overflows and panics).
+pub const LONGEST_DURATION: Duration = Duration::from_secs(100 * 365 * 86400);
 
 #[cfg(test)]
 mod tests {
@@ -150,6 +161,10 @@ mod tests {
         for bad in ["", "s", "5 s", "-1s", "1x", "1e3", "1.2.3s", "ms5", "inf"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_duration("36500d"), Ok(LONGEST_DURATION));
+        assert!(parse_duration("36501d")
+            .unwrap_err()
+            .contains("longest duration accepted"));
     }
 
     #[test]

@@ -196,7 +196,14 @@ fn make_service(options: &Options) -> Result<FtpService> {
             passive_ports: passive::parse_range(
                 options.get("passive-ports").unwrap_or("49152-65535"),
             )?,
-            idle_timeout: Duration::from_secs(positive(options, "idle-timeout")?),
+            idle_timeout: Some(Duration::from_secs(positive(options, "idle-timeout")?))
+                .filter(|idle| *idle <= plugin_api::LONGEST_DURATION)
+                .ok_or_else(|| {
+                    format!(
+                        "--idle-timeout must be at most {} seconds",
+                        plugin_api::LONGEST_DURATION.as_secs()
+                    )
+                })?,
             login_timeout,
             tls,
             require_tls,
