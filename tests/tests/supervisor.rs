@@ -1089,6 +1089,8 @@ fn a_respelled_endpoint_is_the_socket_the_workers_already_listen_on() {
     );
     server.signal(libc::SIGHUP);
     server.wait_for_line("is ready and serving (SIGHUP)");
+    server.wait_for_line("Worker 1 (generation 1) has stopped.");
+    server.wait_for_line("Worker 2 (generation 1) has stopped.");
     assert_eq!(fetch(port).len(), poem_len(&second));
     server.stop();
 }
