@@ -1221,3 +1221,21 @@ fn a_failed_start_lets_the_services_already_running_finish_their_connections() {
     );
     assert_eq!(host.wait().code(), Some(1));
 }
+
+#[test]
+fn check_sees_the_admin_endpoint_on_a_services_port() {
+    let dir = TempDir::new("app-admin-clash");
+    let port = free_port();
+    let file = dir.join("app.toml");
+    std::fs::write(
+        &file,
+        format!("[host]\nadmin = \"tcp:{port}:interface=127.0.0.1\"\n\n[[service]]\nname = \"verse\"\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\" }}\n"),
+    )
+    .unwrap();
+    let out = check(&file);
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("app.toml:2:9: the admin endpoint would listen on TCP port {port}, as service 'verse' does")),
+        "{out:?}"
+    );
+}

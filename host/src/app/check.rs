@@ -157,7 +157,31 @@ pub fn check(
     }
     problems.extend(duplicate_names(file, &services, &places));
     problems.extend(shared_sockets(&services, &places));
+    problems.extend(admin_clash(file, &services));
     (services, problems)
+}
+
+/// `[host] admin` against the services' sockets: the host binds the admin endpoint too, after
+/// them. (A value that is not an endpoint is reported where `[host]` is read.)
+fn admin_clash(file: &AppFile, services: &[ServiceSpec]) -> Option<Problem> {
+    let (_, value) = file.host.iter().find(|(key, _)| key.value == "admin")?;
+    let Value::Text(text) = &value.value else {
+        return None;
+    };
+    let admin = Socket::of(text.parse().ok()?)?;
+    let service = services.iter().find(|s| {
+        sockets(s)
+            .iter()
+            .any(|(socket, _)| socket.clashes_with(&admin))
+    })?;
+    Some(Problem::at(
+        &value.at,
+        format!(
+            "the admin endpoint would listen on {}, as service '{}' does",
+            admin.describe(),
+            service.name
+        ),
+    ))
 }
 
 /// Where a service was written (`None` for the command line's), and where each of its options.
