@@ -492,8 +492,18 @@ fn start_all(
                 return Err(format!("{} failed to start: {e}", instance.name()));
             }
             _ => {
+                // The host began to stop. A service whose start had just returned is serving
+                // already: it drains as the others do (stopping it at once cut a download in
+                // flight); those after it never started.
                 let unstarted = &instances[index..];
-                stop_now(unstarted);
+                match started {
+                    Some(Ok(())) => {
+                        stop_now(&unstarted[1..]);
+                        stop(instance, settings.shutdown_timeout);
+                        info!("Stopped {}.", instance.name());
+                    }
+                    _ => stop_now(unstarted),
+                }
                 running
                     .list()
                     .retain(|i| unstarted.iter().all(|u| u.id != i.id));
