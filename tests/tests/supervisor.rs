@@ -381,14 +381,12 @@ fn sighup_restarts_a_changed_service_with_no_gap_and_keeps_it_on_failure() {
     let (first, second) = (poem("ecstasy.txt"), poem("science.txt"));
     let file = dir.join("app.toml");
     let declare = |poem: &Path, extra: &str| {
-        std::fs::write(
+        declare_verse(
             &file,
-            format!(
-                "[host]\nworkers = 2\n\n[[service]]\nname = \"verse\"\nplugin = \"fastpoetry\"\noptions = {{ port = {port}, iface = \"127.0.0.1\", poem = {:?} }}\n{extra}",
-                poem.to_str().unwrap()
-            ),
-        )
-        .unwrap();
+            &format!("port = {port}, iface = \"127.0.0.1\""),
+            poem,
+            extra,
+        );
     };
     declare(&first, "");
     let mut server = Running::start(&["--pidfile", "", "-n", "-y", file.to_str().unwrap()]);
@@ -912,6 +910,19 @@ fn sighup_right_after_sigusr2_reaches_the_new_workers_once_they_are_ready() {
     server.stop();
 }
 
+/// Writes an application file at `file` for two workers: a fastpoetry service `verse` of
+/// `poem` with the options `listening` (TOML, e.g. `port = 80`), then `extra`.
+fn declare_verse(file: &Path, listening: &str, poem: &Path, extra: &str) {
+    std::fs::write(
+        file,
+        format!(
+            "[host]\nworkers = 2\n\n[[service]]\nname = \"verse\"\nplugin = \"fastpoetry\"\noptions = {{ {listening}, poem = {:?} }}\n{extra}",
+            poem.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+}
+
 /// Writes an application file at `file` with a fastpoetry service of `poem` on `port` and a
 /// faulty service with `faulty`'s options, served by two workers.
 fn declare_with_faulty(file: &Path, port: u16, poem: &Path, faulty: &str) {
@@ -1070,14 +1081,7 @@ fn a_respelled_endpoint_is_the_socket_the_workers_already_listen_on() {
     let (first, second) = (poem("ecstasy.txt"), poem("science.txt"));
     let file = dir.join("app.toml");
     let declare = |listen: &str, poem: &Path| {
-        std::fs::write(
-            &file,
-            format!(
-                "[host]\nworkers = 2\n\n[[service]]\nname = \"verse\"\nplugin = \"fastpoetry\"\noptions = {{ listen = \"{listen}\", poem = {:?} }}\n",
-                poem.to_str().unwrap()
-            ),
-        )
-        .unwrap();
+        declare_verse(&file, &format!("listen = \"{listen}\""), poem, "");
     };
     declare(&format!("tcp:{port}:interface=127.0.0.1"), &first);
     let mut server = Running::start(&["--pidfile", "", "-n", "-y", file.to_str().unwrap()]);

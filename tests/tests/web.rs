@@ -123,6 +123,37 @@ def raw(data, timeout=20):
     return b''.join(chunks)
 def status_of(response):
     return int(response.split(b' ', 2)[1]) if response.startswith(b'HTTP/') else None
+def prompt_waits_beside(port, count, sent=b''):
+    """How long 5 prompt requests wait while `count` connections to `port`, each having sent
+    `sent`, are held open and replaced as soon as the server closes one, as an attacker would;
+    and how many the server closed."""
+    stop = threading.Event(); cut = [0]
+    def hold():
+        held = []
+        while not stop.is_set():
+            for old in list(held):
+                old.setblocking(False)
+                try:
+                    if old.recv(1) == b'':
+                        held.remove(old); old.close(); cut[0] += 1
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    held.remove(old); old.close(); cut[0] += 1
+            if len(held) < count:
+                s = socket.create_connection(('127.0.0.1', port), timeout=1)
+                if sent:
+                    s.send(sent)
+                held.append(s)
+            time.sleep(0.005)
+        [s.close() for s in held]
+    attacker = threading.Thread(target=hold); attacker.start()
+    time.sleep(2)
+    waits = []
+    for _ in range(5):
+        t = time.time(); assert get('/a.txt')[0] == 200; waits.append(time.time() - t)
+    stop.set(); attacker.join(40)
+    return waits, cut[0]
 "#;
 
 /// Runs a Python script against `port`, with [`PYTHON_HELPERS`]; it must print "ok" last.
@@ -1055,34 +1086,9 @@ fn a_full_service_makes_room_for_a_prompt_client() {
         r#"
 busy = http.client.HTTPConnection('127.0.0.1', PORT, timeout=30)
 busy.request('GET', '/sparse.bin'); response = busy.getresponse()
-stop = threading.Event(); cut = [0]
-def slowloris():
-    held = []
-    while not stop.is_set():
-        # Closed ones are counted and replaced, as an attacker would.
-        for old in list(held):
-            old.setblocking(False)
-            try:
-                if old.recv(1) == b'':
-                    held.remove(old); old.close(); cut[0] += 1
-            except BlockingIOError:
-                pass
-            except OSError:
-                held.remove(old); old.close(); cut[0] += 1
-        if len(held) < 60:
-            s = socket.create_connection(('127.0.0.1', PORT), timeout=1)
-            s.send(b'GET /a.txt HTTP/1.1\r\nHost: x\r\n')
-            held.append(s)
-        time.sleep(0.005)
-    [s.close() for s in held]
-attacker = threading.Thread(target=slowloris); attacker.start()
-time.sleep(2)
-waits = []
-for _ in range(5):
-    t = time.time(); assert get('/a.txt')[0] == 200; waits.append(time.time() - t)
-stop.set(); attacker.join(40)
+waits, cut = prompt_waits_beside(PORT, 60, b'GET /a.txt HTTP/1.1\r\nHost: x\r\n')
 assert max(waits) < 4, 'a prompt client waited behind the crowd: %r' % waits
-assert cut[0] > 0, 'no slow connection was closed'
+assert cut > 0, 'no slow connection was closed'
 received = 0
 while chunk := response.read(1 << 20):
     received += len(chunk)
@@ -1124,31 +1130,9 @@ fn room_is_made_across_listeners_and_before_the_tls_handshake() {
         plain,
         &format!(
             r#"
-stop = threading.Event(); cut = [0]
-def idle():
-    held = []
-    while not stop.is_set():
-        for old in list(held):
-            old.setblocking(False)
-            try:
-                if old.recv(1) == b'':
-                    held.remove(old); old.close(); cut[0] += 1
-            except BlockingIOError:
-                pass
-            except OSError:
-                held.remove(old); old.close(); cut[0] += 1
-        if len(held) < 40:
-            held.append(socket.create_connection(('127.0.0.1', {tls}), timeout=1))
-        time.sleep(0.005)
-    [s.close() for s in held]
-attacker = threading.Thread(target=idle); attacker.start()
-time.sleep(2)
-waits = []
-for _ in range(5):
-    t = time.time(); assert get('/a.txt')[0] == 200; waits.append(time.time() - t)
-stop.set(); attacker.join(40)
+waits, cut = prompt_waits_beside({tls}, 40)
 assert max(waits) < 4, 'a prompt client waited behind the idle TLS connections: %r' % waits
-assert cut[0] > 0, 'no idle connection was closed'
+assert cut > 0, 'no idle connection was closed'
 "#
         ),
     );
