@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The origin's stream: this block, over and over. Python's `BLOCK` in [`PRELUDE`] is the same.
 pub fn block() -> Vec<u8> {
@@ -70,6 +70,20 @@ impl Origin {
     /// Bytes received after `HALF`, over all connections that have closed.
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the origin has received `bytes` in all (failing after [`PATIENCE`]): what
+    /// a client sent after a half-close arrives a little after the client is done.
+    pub fn wait_for_received(&self, bytes: u64) {
+        let until = Instant::now() + PATIENCE;
+        while self.received() != bytes {
+            assert!(
+                Instant::now() < until,
+                "the origin got {} bytes",
+                self.received()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use host_e2e::proxying::{
     a_slow_origin_holds_the_client_back, a_slow_reader_holds_the_origin_back, python, Origin,
     Unanswering, WebServer,
 };
-use host_e2e::{curl, run_host, Running, TempDir, PATIENCE};
+use host_e2e::{curl, run_host, Running, TempDir};
 use std::time::{Duration, Instant};
 
 /// `host -n portforward` on a free port of 127.0.0.1, forwarding with `forward` options.
@@ -120,15 +120,7 @@ s.sendall(b'y' * 50000)
 s.close()
 "#,
     );
-    let until = Instant::now() + PATIENCE;
-    while origin.received() != 50000 {
-        assert!(
-            Instant::now() < until,
-            "the origin got {} bytes",
-            origin.received()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    origin.wait_for_received(50000);
     host.stop();
 }
 

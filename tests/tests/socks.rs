@@ -6,7 +6,7 @@ use host_e2e::proxying::{
     a_slow_reader_holds_the_origin_back, peak_rss_kib, python, Origin, Unanswering, WebServer,
 };
 use host_e2e::scrape::{sample, wait_for_sample};
-use host_e2e::{curl, free_port, host_bin, prepare, run_host, Running, TempDir, PATIENCE};
+use host_e2e::{curl, free_port, host_bin, prepare, run_host, Running, TempDir};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -623,15 +623,7 @@ for t in threads: t.join(30)
 assert len(results) == 100 and all(results), results
 "#,
     );
-    let until = Instant::now() + PATIENCE;
-    while origin.received() != 50000 {
-        assert!(
-            Instant::now() < until,
-            "the origin got {} bytes",
-            origin.received()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    origin.wait_for_received(50000);
     host.stop();
 }
 
