@@ -284,20 +284,27 @@ assert time.time() - started < 0.9
 /// `wonderland`, hashed with argon2id in 8 MiB (`m=8192,t=1,p=1`).
 const ARGON2_WONDERLAND: &str = "$argon2id$v=19$m=8192,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg$bdxDuSRDacMLuON4LSw/aTiocJ4r+Vd6d7ZvXNpP2eg";
 
-#[test]
-fn a_crowd_of_wrong_passwords_takes_turns_within_the_deadline() {
-    let dir = TempDir::new("socks-crowd");
+/// socks with one argon2 user, alice (password `wonderland`), and `--handshake-timeout
+/// handshake_timeout`; the directory holding the password file lives as long as the result.
+fn socks_for_alice(tag: &str, handshake_timeout: &str) -> (Running, u16, TempDir) {
+    let dir = TempDir::new(tag);
     let passwords = dir.join("passwd");
     std::fs::write(&passwords, format!("alice:{ARGON2_WONDERLAND}\n")).unwrap();
-    let origin = Origin::start();
-    let (mut host, port) = socks(&[
+    let (host, port) = socks(&[
         "--allow",
         "127.0.0.0/8",
         "--password-file",
         passwords.to_str().unwrap(),
         "--handshake-timeout",
-        "2s",
+        handshake_timeout,
     ]);
+    (host, port, dir)
+}
+
+#[test]
+fn a_crowd_of_wrong_passwords_takes_turns_within_the_deadline() {
+    let (mut host, port, _dir) = socks_for_alice("socks-crowd", "2s");
+    let origin = Origin::start();
     let before = peak_rss_kib(host.pid());
     python(
         port,
@@ -334,18 +341,8 @@ assert count_through(s, b'q' * 5) == b'5\n'
 
 #[test]
 fn a_user_without_failures_goes_before_a_crowd_of_guessers() {
-    let dir = TempDir::new("socks-priority");
-    let passwords = dir.join("passwd");
-    std::fs::write(&passwords, format!("alice:{ARGON2_WONDERLAND}\n")).unwrap();
+    let (mut host, port, _dir) = socks_for_alice("socks-priority", "4s");
     let origin = Origin::start();
-    let (mut host, port) = socks(&[
-        "--allow",
-        "127.0.0.0/8",
-        "--password-file",
-        passwords.to_str().unwrap(),
-        "--handshake-timeout",
-        "4s",
-    ]);
     python(
         port,
         origin.port,

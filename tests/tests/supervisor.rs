@@ -792,18 +792,31 @@ fn workers_that_gave_up_root_die_with_a_killed_master() {
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free again");
 }
 
-#[test]
-fn a_retiring_worker_that_does_not_stop_is_killed_after_the_shutdown_timeout() {
-    let poem = poem("ecstasy.txt");
-    let mut server = host_e2e::serve_poem(
-        &["--pidfile", "", "--workers", "1", "--shutdown-timeout", "1"],
-        &poem,
+/// One worker serving fastpoetry with `--shutdown-timeout shutdown_timeout`, SIGSTOPped, then
+/// upgraded with SIGUSR2: the host, and the pid of the old worker that cannot stop by itself.
+fn upgraded_past_a_stopped_worker(shutdown_timeout: &str) -> (Running, i32) {
+    let server = host_e2e::serve_poem(
+        &[
+            "--pidfile",
+            "",
+            "--workers",
+            "1",
+            "--shutdown-timeout",
+            shutdown_timeout,
+        ],
+        &poem("ecstasy.txt"),
     );
     server.wait_for_line("All 1 workers are ready.");
     let old = pid_of_worker(&server, 1);
     send_signal(old, libc::SIGSTOP).unwrap();
     server.signal(libc::SIGUSR2);
     server.wait_for_line("Generation 2 is ready and serving (SIGUSR2)");
+    (server, old)
+}
+
+#[test]
+fn a_retiring_worker_that_does_not_stop_is_killed_after_the_shutdown_timeout() {
+    let (mut server, old) = upgraded_past_a_stopped_worker("1");
     // --shutdown-timeout 1 and 2 s of grace.
     assert!(
         ends_within(old, Duration::from_secs(6)),
@@ -1013,16 +1026,7 @@ fn a_sighup_while_a_generation_starts_is_queued_not_lost() {
 
 #[test]
 fn a_second_upgrade_keeps_the_kill_deadline_of_retiring_workers() {
-    let poem = poem("ecstasy.txt");
-    let mut server = host_e2e::serve_poem(
-        &["--pidfile", "", "--workers", "1", "--shutdown-timeout", "3"],
-        &poem,
-    );
-    server.wait_for_line("All 1 workers are ready.");
-    let old = pid_of_worker(&server, 1);
-    send_signal(old, libc::SIGSTOP).unwrap();
-    server.signal(libc::SIGUSR2);
-    server.wait_for_line("Generation 2 is ready and serving (SIGUSR2)");
+    let (mut server, old) = upgraded_past_a_stopped_worker("3");
     let retired = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
     server.signal(libc::SIGUSR2);
